@@ -1,0 +1,320 @@
+"""Building blocks shared by the tokenizer, the latent action model and the dynamics model.
+
+Dimension letters used throughout: B batch, T time (frames), N tokens per frame, D width,
+H heads, K key length, C codebook size.
+
+* `STTransformer`: space-time transformer (Genie §2.1, ST-ViViT). Each block does spatial
+  attention among the N tokens of one frame, then causal temporal attention among the T
+  tokens at the same position, then an MLP. Temporal positions are rotary (relative), so
+  per-frame states cached during play stay valid when the context window slides.
+* `KVCache`: the temporal keys/values of frames already seen, per layer. Spatial attention
+  never looks at other frames, so only temporal attention needs a cache.
+* `VectorQuantizer`: l2-normalised codebook with dead-code restart and usage statistics.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+# ----------------------------------------------------------------------------- rotary
+
+
+def rotary_cos_sin(positions: torch.Tensor, dim: int, base: float = 10_000.0):
+    """cos/sin tables for rotary embeddings. positions: (K,) float -> two (K, dim) tensors."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device).float() / dim))
+    angles = positions.float()[:, None] * inv_freq[None, :]  # (K, dim/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (K, dim)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (..., K, dim); cos/sin: (K, dim). Rotate-half form (GPT-NeoX)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return x * cos + rotated * sin
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the second-to-last axis with torch's SDPA."""
+
+    def __init__(self, dim: int, heads: int, qk_norm: bool = True):
+        super().__init__()
+        assert dim % heads == 0, "width must be divisible by heads"
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+        # qk-norm keeps attention logits bounded: stabler training at higher learning rates
+        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+
+    def project(self, x: torch.Tensor):
+        """x: (B', L, D) -> q, k, v each (B', H, L, Dh)."""
+        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def attend(self, q, k, v, mask=None, is_causal=False) -> torch.Tensor:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        return self.out(rearrange(out, "b h l d -> b l (h d)"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Full (bidirectional) attention. x: (B', L, D)."""
+        q, k, v = self.project(x)
+        return self.attend(q, k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, ratio: float = 4.0):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+@dataclass
+class KVCache:
+    """Temporal keys/values of committed frames, per layer.
+
+    keys[l], values[l]: (B*N, H, K, Dh), rotary already applied at each frame's absolute index.
+    Rotary makes attention depend only on index differences, so dropping the oldest frame
+    (sliding window) leaves the remaining entries valid.
+    """
+
+    max_frames: int  # window: the oldest frames are dropped beyond this many
+    keys: list[torch.Tensor | None] = field(default_factory=list)
+    values: list[torch.Tensor | None] = field(default_factory=list)
+    next_index: int = 0  # absolute frame index of the next committed frame
+
+    def __len__(self) -> int:
+        if not self.keys or self.keys[0] is None:
+            return 0
+        return self.keys[0].shape[2]
+
+    def layer(self, i: int):
+        if i >= len(self.keys):
+            return None, None
+        return self.keys[i], self.values[i]
+
+    def store(self, i: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        while len(self.keys) <= i:
+            self.keys.append(None)
+            self.values.append(None)
+        old_k, old_v = self.keys[i], self.values[i]
+        if old_k is not None:
+            k = torch.cat([old_k, k], dim=2)[:, :, -self.max_frames :]
+            v = torch.cat([old_v, v], dim=2)[:, :, -self.max_frames :]
+        self.keys[i], self.values[i] = k, v
+
+    def clone(self) -> KVCache:
+        return KVCache(self.max_frames, list(self.keys), list(self.values), self.next_index)
+
+
+# ----------------------------------------------------------------------------- ST block
+
+
+class STBlock(nn.Module):
+    """Spatial attention (within a frame) -> causal temporal attention (same position) -> MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm_s = nn.LayerNorm(dim)
+        self.spatial = Attention(dim, heads)
+        self.norm_t = nn.LayerNorm(dim)
+        self.temporal = Attention(dim, heads)
+        self.norm_m = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, mlp_ratio)
+
+    def _spatial(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, N, D)
+        b = x.shape[0]
+        h = rearrange(self.norm_s(x), "b t n d -> (b t) n d")
+        return x + rearrange(self.spatial(h), "(b t) n d -> b t n d", b=b)
+
+    def forward(self, x: torch.Tensor, cos, sin, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, T, N, D); cos/sin: (T, Dh); mask: (T, T) bool (True = may attend) or None = causal."""
+        b, _, n, _ = x.shape
+        x = self._spatial(x)
+        h = rearrange(self.norm_t(x), "b t n d -> (b n) t d")
+        q, k, v = self.temporal.project(h)  # (B*N, H, T, Dh)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        att = self.temporal.attend(q, k, v, mask=mask, is_causal=mask is None)
+        x = x + rearrange(att, "(b n) t d -> b t n d", b=b, n=n)
+        return x + self.mlp(self.norm_m(x))
+
+    def step(self, x: torch.Tensor, cos, sin, cache: KVCache, index: int, commit: bool):
+        """One new frame against the cache. x: (B, 1, N, D); cos/sin: (1, Dh) for the new frame."""
+        b, _, n, _ = x.shape
+        x = self._spatial(x)
+        h = rearrange(self.norm_t(x), "b t n d -> (b n) t d")
+        q, k, v = self.temporal.project(h)  # (B*N, H, 1, Dh)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        past_k, past_v = cache.layer(index)
+        if past_k is not None:
+            keys, vals = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        else:
+            keys, vals = k, v
+        att = self.temporal.attend(q, keys, vals)  # the new frame sees all cached frames + itself
+        if commit:
+            cache.store(index, k, v)
+        x = x + rearrange(att, "(b n) t d -> b t n d", b=b, n=n)
+        return x + self.mlp(self.norm_m(x))
+
+
+class STTransformer(nn.Module):
+    """A stack of `STBlock`s with a final LayerNorm. Input and output: (B, T, N, D)."""
+
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.blocks = nn.ModuleList([STBlock(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: (B, T, N, D); positions: (T,) frame indices (default 0..T-1);
+        mask: (T, T) bool temporal mask (True = may attend), default causal."""
+        t = x.shape[1]
+        if positions is None:
+            positions = torch.arange(t, device=x.device)
+        cos, sin = rotary_cos_sin(positions, self.head_dim)
+        for block in self.blocks:
+            x = block(x, cos, sin, mask)
+        return self.norm(x)
+
+    def new_cache(self, max_frames: int) -> KVCache:
+        return KVCache(max_frames=max_frames)
+
+    def step(self, x: torch.Tensor, cache: KVCache, commit: bool) -> torch.Tensor:
+        """Process one new frame x: (B, N, D) given the cached past; returns (B, N, D).
+
+        commit=True appends this frame's keys/values to the cache (it becomes context);
+        commit=False is a look-ahead (e.g. a MaskGIT step on a partly masked frame)."""
+        pos = torch.tensor([cache.next_index], device=x.device)
+        cos, sin = rotary_cos_sin(pos, self.head_dim)
+        h = x[:, None]  # (B, 1, N, D)
+        for i, block in enumerate(self.blocks):
+            h = block.step(h, cos, sin, cache, i, commit)
+        if commit:
+            cache.next_index += 1
+        return self.norm(h[:, 0])
+
+
+# ----------------------------------------------------------------------------- quantizer
+
+
+@dataclass
+class QuantizerOutput:
+    quantized: torch.Tensor  # (..., dim) straight-through quantized vectors
+    ids: torch.Tensor  # (...) code indices
+    loss: torch.Tensor  # commitment + codebook loss (scalar)
+    perplexity: torch.Tensor  # exp(entropy) of code usage in this batch (scalar)
+    usage: torch.Tensor  # fraction of codes used in this batch (scalar)
+
+
+class VectorQuantizer(nn.Module):
+    """VQ with l2-normalised codes (cosine-similarity lookup, as in ViT-VQGAN) and dead-code
+    restart: codes unused for `restart_after` training steps are re-seeded from the batch's
+    encoder outputs. Both defend against codebook collapse."""
+
+    def __init__(self, num_codes: int, dim: int, beta: float = 0.25, restart_after: int = 50):
+        super().__init__()
+        self.num_codes = num_codes
+        self.dim = dim
+        self.beta = beta
+        self.restart_after = restart_after
+        self.codebook = nn.Parameter(torch.randn(num_codes, dim))
+        self.register_buffer("steps_unused", torch.zeros(num_codes, dtype=torch.long), persistent=False)
+
+    def normalized_codebook(self) -> torch.Tensor:
+        return F.normalize(self.codebook, dim=-1)
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (...) -> (..., dim)"""
+        return F.embedding(ids, self.normalized_codebook())
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """z: (..., dim) continuous latents."""
+        shape = z.shape
+        flat = F.normalize(z.reshape(-1, self.dim), dim=-1)  # (M, dim)
+        codes = self.normalized_codebook()
+        ids = (flat @ codes.t()).argmax(dim=-1)  # (M,) max cosine similarity
+        q = codes[ids]
+        loss = F.mse_loss(q, flat.detach()) + self.beta * F.mse_loss(flat, q.detach())
+        q_st = flat + (q - flat).detach()  # straight-through estimator
+        counts = torch.bincount(ids, minlength=self.num_codes).float()
+        probs = counts / counts.sum()
+        perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
+        usage = (counts > 0).float().mean()
+        if self.training:
+            self._restart_dead(counts, flat.detach())
+        return QuantizerOutput(
+            quantized=q_st.reshape(shape),
+            ids=ids.reshape(shape[:-1]),
+            loss=loss,
+            perplexity=perplexity,
+            usage=usage,
+        )
+
+    @torch.no_grad()
+    def _restart_dead(self, counts: torch.Tensor, flat: torch.Tensor) -> None:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed:  # all processes agree on which codes are dead
+            counts = counts.clone()
+            torch.distributed.all_reduce(counts)
+        self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
+        dead = (self.steps_unused >= self.restart_after).nonzero().squeeze(-1)
+        if dead.numel() == 0:
+            return
+        if distributed:
+            # every process must restart the same codes with the same vectors
+            gathered = [torch.empty_like(flat) for _ in range(torch.distributed.get_world_size())]
+            torch.distributed.all_gather(gathered, flat.contiguous())
+            flat = torch.cat(gathered)
+            g = torch.Generator(device="cpu").manual_seed(int(self.steps_unused.sum().item()))
+            pick = torch.randint(0, flat.shape[0], (dead.numel(),), generator=g).to(flat.device)
+        else:
+            pick = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
+        noise = 0.01 * torch.randn(dead.numel(), self.dim, device=flat.device)
+        self.codebook.data[dead] = flat[pick] + noise
+        self.steps_unused[dead] = 0
+
+
+def init_weights(module: nn.Module) -> None:
+    """GPT-style init: normal(0, 0.02) for linear/embedding weights, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, max_db: float = 50.0) -> torch.Tensor:
+    """Per-frame PSNR in dB of frames in [0, 1], capped at `max_db` (identical frames).
+    a, b: (..., H, W, C) or (..., C, H, W) with the frame as the last three axes -> (...)."""
+    mse = (a.float() - b.float()).pow(2).flatten(-3).mean(-1)
+    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).clamp(max=max_db)
+
+
+def cosine_schedule(step: int, total: int) -> float:
+    """MaskGIT mask ratio after `step` of `total` steps: cos(pi/2 * step/total)."""
+    return math.cos(math.pi / 2 * step / total)
