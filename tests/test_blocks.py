@@ -56,7 +56,7 @@ def test_vq_restarts_dead_codes_and_reports_usage():
     torch.manual_seed(0)
     vq = VectorQuantizer(num_codes=64, dim=8, restart_after=2).train()
     with torch.no_grad():  # a collapsed codebook: every code points the same way
-        vq.codebook.copy_(torch.tensor([1.0] + [0.0] * 7) + 1e-3 * torch.randn(64, 8))
+        vq.codebook.copy_(torch.tensor([1.0] + [0.0] * 7).expand(64, 8))
     z = torch.randn(512, 8)
     first = vq(z).usage.item()
     for _ in range(6):
