@@ -1,0 +1,238 @@
+"""The world folder: the unit users share, train into and play.
+
+    WORLD/world.json            frame size, context length, actions (labels, keys), sampling
+                                defaults, how each part was trained, fingerprints
+    WORLD/tokenizer/            config.json + model.safetensors
+    WORLD/lam/                  config.json + model.safetensors (not needed to play)
+    WORLD/dynamics/             config.json + model.safetensors
+    WORLD/examples/*.png        start frames
+
+The dynamics model is only valid with the tokenizer (and LAM) it was trained on: world.json
+records a fingerprint of each part's weights and the fingerprints the dynamics was trained
+against, so a swapped part is caught with a clear error instead of playing noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from genie.errors import UserError
+
+PARTS = ("tokenizer", "lam", "dynamics")
+WORLD_JSON = "world.json"
+FORMAT = "genie-world"
+
+
+def _part_classes():
+    from genie.dynamics import DynamicsModel
+    from genie.lam import LatentActionModel
+    from genie.tokenizer import VideoTokenizer
+
+    return {"tokenizer": VideoTokenizer, "lam": LatentActionModel, "dynamics": DynamicsModel}
+
+
+def fingerprint(part_dir: str | Path) -> str:
+    """Short sha256 of a part's weights file."""
+    h = hashlib.sha256()
+    with open(Path(part_dir) / "model.safetensors", "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def read_meta(world_dir: str | Path) -> dict[str, Any]:
+    path = Path(world_dir) / WORLD_JSON
+    if not path.is_file():
+        return {"format": FORMAT, "version": 1}
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path} is not a genie world.json (format={meta.get('format')!r})")
+    return meta
+
+
+def write_meta(world_dir: str | Path, meta: dict[str, Any]) -> None:
+    path = Path(world_dir) / WORLD_JSON
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def default_keys(labels: list[str]) -> list[list[str]]:
+    """Keyboard keys for each action: arrows/WASD/space where the label names a direction,
+    then number keys. Keys are KeyboardEvent.key values."""
+    keys: list[list[str]] = [[] for _ in labels]
+    taken: set[str] = set()
+    named = [
+        ("jump right", ["e"]),
+        ("up-right", ["e"]),
+        ("jump left", ["q"]),
+        ("up-left", ["q"]),
+        ("right", ["ArrowRight", "d"]),
+        ("left", ["ArrowLeft", "a"]),
+        ("jump", ["ArrowUp", "w", " "]),
+        ("up", ["ArrowUp", "w"]),
+        ("down", ["ArrowDown", "s"]),
+        ("fire", [" "]),
+        ("noop", ["x"]),
+        ("idle", ["x"]),
+    ]
+    for i, label in enumerate(labels):
+        low = label.lower()
+        for name, ks in named:
+            if name in low and not any(k in taken for k in ks):
+                keys[i] = list(ks)
+                taken.update(ks)
+                break
+    digits = [str(d) for d in range(1, 10)] + ["0"]
+    for i in range(len(labels)):
+        if i < len(digits) and digits[i] not in taken:
+            keys[i].append(digits[i])
+    return keys
+
+
+def load_part(world_dir: str | Path, part: str, device: str = "cpu"):
+    if part not in PARTS:
+        raise UserError(f"unknown world part '{part}' (expected one of {', '.join(PARTS)})")
+    world_dir = Path(world_dir)
+    if not world_dir.is_dir():
+        raise UserError(f"world folder {world_dir} does not exist")
+    part_dir = world_dir / part
+    if not (part_dir / "config.json").is_file():
+        raise UserError(f"{world_dir} has no trained {part} ({part_dir}/config.json missing)")
+    return _part_classes()[part].from_pretrained(part_dir, device=device)
+
+
+def check_compatible(tokenizer=None, lam=None, dynamics=None, meta: dict | None = None) -> None:
+    """Raise UserError when parts don't fit together."""
+    if tokenizer is not None and dynamics is not None:
+        dc, v = dynamics.config, tokenizer.num_codes
+        if dc.vocab_size != v:
+            raise UserError(
+                f"dynamics was trained on a {dc.vocab_size}-code vocabulary but the tokenizer has {v} codes"
+            )
+        if tuple(dc.grid) != tuple(tokenizer.grid):
+            raise UserError(f"dynamics expects {tuple(dc.grid)} tokens per frame, tokenizer gives {tuple(tokenizer.grid)}")
+    if lam is not None and dynamics is not None and meta is not None:
+        if meta.get("actions", {}).get("source") == "lam" and lam.num_actions != dynamics.config.num_actions:
+            raise UserError(
+                f"dynamics has {dynamics.config.num_actions} actions but the LAM has {lam.num_actions}"
+            )
+    if meta is not None:
+        trained_on = meta.get("dynamics_trained_on", {})
+        prints = meta.get("fingerprints", {})
+        for part in ("tokenizer", "lam"):
+            want, have = trained_on.get(part), prints.get(part)
+            if want and have and want != have:
+                raise UserError(
+                    f"the dynamics was trained on a different {part} (fingerprint {want}, "
+                    f"world has {have}): retrain the dynamics or restore that {part}"
+                )
+
+
+def export_part(world_dir: str | Path, part: str, model, info: dict[str, Any]) -> Path:
+    """Save a trained part into the world folder and record how it was trained."""
+    world_dir = Path(world_dir)
+    world_dir.mkdir(parents=True, exist_ok=True)
+    meta = read_meta(world_dir)
+    part_dir = model.save_pretrained(world_dir / part)
+    meta.setdefault("fingerprints", {})[part] = fingerprint(part_dir)
+    meta.setdefault("training", {})[part] = info
+    if part == "tokenizer":
+        meta["frame_size"] = [model.config.frame_size, model.config.frame_size]
+    if part == "dynamics":
+        cfg = model.config
+        meta["context_frames"] = cfg.max_frames - 1
+        meta["sampling"] = {"maskgit_steps": cfg.maskgit_steps, "temperature": cfg.temperature}
+        source = info.get("action_source", "lam")
+        labels = info.get("action_labels") or [f"action {i}" for i in range(cfg.num_actions)]
+        old = meta.get("actions", {})
+        if old.get("source") == source and len(old.get("labels", [])) == cfg.num_actions:
+            labels = old["labels"]  # keep human names given to latent actions
+        meta["actions"] = {"source": source, "labels": labels, "keys": default_keys(labels)}
+        trained_on = {"tokenizer": meta["fingerprints"].get("tokenizer")}
+        if source == "lam":
+            trained_on["lam"] = meta["fingerprints"].get("lam")
+        meta["dynamics_trained_on"] = trained_on
+    write_meta(world_dir, meta)
+    return part_dir
+
+
+def set_action_labels(world_dir: str | Path, labels: list[str], keys: list[list[str]] | None = None) -> None:
+    meta = read_meta(world_dir)
+    actions = meta.setdefault("actions", {"source": "lam"})
+    actions["labels"] = list(labels)
+    actions["keys"] = keys if keys is not None else default_keys(list(labels))
+    write_meta(world_dir, meta)
+
+
+class World:
+    """A loaded world: tokenizer + dynamics (+ LAM when asked) and world.json."""
+
+    def __init__(self, root: Path, meta: dict, tokenizer, dynamics, lam=None):
+        self.root, self.meta = root, meta
+        self.tokenizer, self.dynamics, self.lam = tokenizer, dynamics, lam
+
+    @classmethod
+    def from_folder(cls, path: str | Path, device: str = "cpu", with_lam: bool = False) -> World:
+        root = Path(path)
+        if not root.is_dir():
+            raise UserError(f"world folder {root} does not exist")
+        if not (root / WORLD_JSON).is_file():
+            raise UserError(f"{root} is not a world folder ({WORLD_JSON} missing)")
+        meta = read_meta(root)
+        for part in ("tokenizer", "dynamics") + (("lam",) if with_lam else ()):
+            if not (root / part / "model.safetensors").is_file():
+                raise UserError(f"world {root} is missing its {part} ({root / part}/model.safetensors)")
+        # recompute fingerprints: a part replaced on disk must not pass as the original
+        meta = dict(meta)
+        meta["fingerprints"] = {
+            p: fingerprint(root / p) for p in PARTS if (root / p / "model.safetensors").is_file()
+        }
+        tokenizer = load_part(root, "tokenizer", device)
+        dynamics = load_part(root, "dynamics", device)
+        lam = load_part(root, "lam", device) if with_lam else None
+        check_compatible(tokenizer, lam, dynamics, meta)
+        return cls(root, meta, tokenizer, dynamics, lam)
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name", self.root.name)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        s = self.tokenizer.config.frame_size
+        return (s, s)
+
+    @property
+    def num_actions(self) -> int:
+        return self.dynamics.config.num_actions
+
+    @property
+    def action_labels(self) -> list[str]:
+        labels = self.meta.get("actions", {}).get("labels")
+        if not labels or len(labels) != self.num_actions:
+            labels = [f"action {i}" for i in range(self.num_actions)]
+        return list(labels)
+
+    @property
+    def action_keys(self) -> list[list[str]]:
+        keys = self.meta.get("actions", {}).get("keys")
+        if not keys or len(keys) != self.num_actions:
+            keys = default_keys(self.action_labels)
+        return [list(k) for k in keys]
+
+    @property
+    def context_frames(self) -> int:
+        return int(self.meta.get("context_frames", self.dynamics.config.max_frames - 1))
+
+    @property
+    def examples(self) -> list[Path]:
+        d = self.root / "examples"
+        return sorted(d.glob("*.png")) if d.is_dir() else []
