@@ -1,0 +1,112 @@
+"""`genie train tokenizer|lam|dynamics ...` and `genie plot RUN_DIR`. torch is imported only
+when a command runs, so `genie --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+
+PARTS = ("tokenizer", "lam", "dynamics")
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """The arguments of `genie train` (shared with `python -m training.train`)."""
+    p.add_argument(
+        "part", choices=PARTS, help="which part to train (tokenizer, then lam, then dynamics)"
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="dataset folder (from `genie record` or `genie import-videos`)",
+    )
+    p.add_argument("--world", required=True, help="world folder the trained part is exported into")
+    p.add_argument(
+        "--preset",
+        help="tiny | coinrun-cpu | coinrun-gpu (training/presets/); taken from the checkpoint with --resume",
+    )
+    p.add_argument(
+        "--steps", type=int, help="override the preset's number of steps (the whole LR schedule)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir from its checkpoint"
+    )
+    p.add_argument(
+        "--run-dir", help="checkpoint, metrics.csv and samples/ (default: runs/<world-name>-<part>)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, help="override the preset's clips per process per step"
+    )
+    p.add_argument("--lr", type=float, help="override the preset's peak learning rate")
+    p.add_argument(
+        "--mixed-precision",
+        choices=("no", "fp16", "bf16"),
+        default="no",
+        help="fp16/bf16 autocast on a GPU; keep 'no' (fp32) on a CPU (default: no)",
+    )
+    p.add_argument(
+        "--action-source",
+        choices=("lam", "true"),
+        help="dynamics only: condition on latent actions from the world's LAM (default) or on the "
+        "dataset's recorded actions ('true', needs a dataset with actions)",
+    )
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed for weights, data order and masks (default 0)"
+    )
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        help="stop (after a checkpoint) at this step, keeping the full schedule; continue with --resume",
+    )
+    p.add_argument(
+        "--log-every", type=int, default=10, help="steps between metrics.csv rows (default 10)"
+    )
+    p.add_argument(
+        "--eval-batches", type=int, default=4, help="validation batches per evaluation (default 4)"
+    )
+    p.add_argument(
+        "--debug-log-clips", action="store_true", help=argparse.SUPPRESS
+    )  # tests: clips per process
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the tokenizer, LAM or dynamics of a world on a dataset",
+        description="Train one part of a world. Order: tokenizer, lam, dynamics. Multi-process: "
+        "accelerate launch --num_processes N -m training.train PART ... (same arguments).",
+    )
+    add_train_args(p)
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser("plot", help="plot a training run's loss and validation curves")
+    p.add_argument("run_dir", help="run folder holding metrics.csv")
+    p.add_argument("--out", help="PNG to write (default: RUN_DIR/curves.png)")
+    p.set_defaults(func=run_plot)
+
+
+def _check_numbers(args) -> None:
+    from genie.errors import UserError
+
+    for name in ("steps", "batch_size", "stop_at", "log_every", "eval_batches"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.lr is not None and args.lr <= 0:
+        raise UserError("--lr must be > 0")
+    if args.workers < 0:
+        raise UserError("--workers must be >= 0")
+
+
+def run_train(args) -> int:
+    _check_numbers(args)
+    from training.train import train
+
+    return train(args)
+
+
+def run_plot(args) -> int:
+    from training.plot import plot
+
+    out = plot(args.run_dir, args.out)
+    print(f"wrote {out}")
+    return 0

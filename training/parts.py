@@ -1,0 +1,194 @@
+"""What differs between the three trainable parts, so that `train.py` stays one loop.
+
+Every model exposes `compute_loss(batch) -> (loss, metrics)` (STYLE 7); a `Part` only says
+which model class it is, which frozen parts of the world it needs, how a dataset batch
+{"frames": uint8 (B, T, H, W, 3), "actions": (B, T) or None} becomes the model's batch, and
+how to call `evaluate` / `visualize`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from genie.errors import UserError
+from genie.pretrained import config_from_dict
+from genie.world import load_part
+from training.presets import config_class
+
+ACTION_SOURCES = ("lam", "true")
+
+
+def model_class(part: str) -> type:
+    if part == "tokenizer":
+        from genie.tokenizer import VideoTokenizer
+
+        return VideoTokenizer
+    if part == "lam":
+        from genie.lam import LatentActionModel
+
+        return LatentActionModel
+    from genie.dynamics import DynamicsModel
+
+    return DynamicsModel
+
+
+def square_size(frame_size: Any) -> int | tuple:
+    """Dataset frame size (int or (H, W)) -> int for square frames, else the tuple."""
+    if isinstance(frame_size, (tuple, list)):
+        h, w = (int(v) for v in frame_size[:2])
+        return h if h == w else (h, w)
+    return int(frame_size)
+
+
+@dataclass
+class Part:
+    name: str  # "tokenizer" | "lam" | "dynamics"
+    tokenizer: nn.Module | None = None  # frozen, dynamics only
+    lam: nn.Module | None = None  # frozen, dynamics with latent actions only
+    action_source: str | None = None  # dynamics: "lam" or "true"
+    action_labels: list[str] | None = None  # dynamics with true actions: the dataset's labels
+    notes: list[str] = field(default_factory=list)  # things the trainer should tell the user
+
+    @property
+    def model_class(self) -> type:
+        return model_class(self.name)
+
+    def to(self, device) -> Part:
+        for m in (self.tokenizer, self.lam):
+            if m is not None:
+                m.to(device).eval().requires_grad_(False)
+        return self
+
+    def build_config(self, preset_model: dict[str, Any], dataset) -> Any:
+        """The model config for a fresh run: preset fields plus the ones the data or the frozen
+        parts fix (frame size, vocabulary, token grid, number of actions)."""
+        model = dict(preset_model)
+        if self.name == "dynamics":
+            for key, value in (
+                ("vocab_size", self.tokenizer.num_codes),
+                ("grid", list(self.tokenizer.grid)),
+                ("num_actions", self.num_actions(dataset)),
+            ):
+                if key in model and _norm(model[key]) != _norm(value):
+                    self.notes.append(
+                        f"dynamics {key} set to {value} (the preset says {model[key]})"
+                    )
+                model[key] = value
+        config = config_from_dict(config_class(self.name), model)
+        self.check_frame_size(config, dataset)
+        return config
+
+    def num_actions(self, dataset) -> int:
+        if self.action_source == "lam":
+            return self.lam.num_actions
+        return int(dataset.num_actions)
+
+    def check_frame_size(self, config: Any, dataset) -> None:
+        want = square_size(dataset.frame_size)
+        have = self.tokenizer.config.frame_size if self.name == "dynamics" else config.frame_size
+        if want != have:
+            what = "the world's tokenizer" if self.name == "dynamics" else f"the {self.name} config"
+            raise UserError(
+                f"the dataset's frames are {want} pixels but {what} expects {have}: "
+                "record/import the data at that size or pick a preset that matches"
+            )
+
+    def check_model(self, model: nn.Module, dataset) -> None:
+        """A model resumed from a checkpoint must still fit the data and the world's parts."""
+        self.check_frame_size(model.config, dataset)
+        if self.name == "dynamics":
+            from genie.world import check_compatible
+
+            check_compatible(self.tokenizer, None, model)
+            want = self.num_actions(dataset)
+            if model.config.num_actions != want:
+                raise UserError(
+                    f"the checkpoint's dynamics has {model.config.num_actions} actions but the "
+                    f"{self.action_source} actions number {want}"
+                )
+
+    # ------------------------------------------------------------------ batches
+
+    @torch.no_grad()
+    def batch(self, raw: dict) -> dict:
+        """Dataset batch -> the batch the model's compute_loss/evaluate take."""
+        if self.name == "tokenizer":
+            return {"frames": raw["frames"]}
+        if self.name == "lam":
+            return {"frames": raw["frames"], "actions": raw.get("actions")}
+        from genie.dynamics import make_dynamics_batch
+
+        return make_dynamics_batch(raw, self.tokenizer, self.lam)
+
+    def frames_per_clip_step(self, batch: dict) -> tuple[int, int]:
+        """(frames, tokens) a training batch holds: throughput units."""
+        if self.name == "dynamics":
+            b, t, h, w = batch["tokens"].shape
+            return b * t, b * t * h * w
+        b, t = batch["frames"].shape[:2]
+        return b * t, 0
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batch: dict) -> dict[str, float]:
+        if self.name == "dynamics":
+            return model.evaluate(batch, self.tokenizer)
+        return model.evaluate(batch)
+
+    @torch.no_grad()
+    def visualize(self, model: nn.Module, batch: dict) -> np.ndarray:
+        if self.name == "dynamics":
+            return model.visualize(batch, self.tokenizer)
+        return model.visualize(batch)
+
+    def export_info(self) -> dict[str, Any]:
+        if self.name != "dynamics":
+            return {}
+        return {"action_source": self.action_source, "action_labels": self.action_labels}
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def make_part(name: str, world_dir, dataset, action_source: str | None) -> Part:
+    """Load what the part needs from the world folder. Dynamics: the tokenizer, plus the LAM
+    unless action_source == "true". Default action source: "lam" (Genie's setting; works on
+    any video); "true" uses the dataset's recorded actions and must be asked for."""
+    if name not in ("tokenizer", "lam", "dynamics"):
+        raise UserError(f"unknown part '{name}' (expected tokenizer, lam or dynamics)")
+    if name != "dynamics":
+        if action_source is not None:
+            raise UserError("--action-source only applies to `genie train dynamics`")
+        return Part(name)
+    source = action_source or "lam"
+    if source not in ACTION_SOURCES:
+        raise UserError(f"--action-source must be one of {', '.join(ACTION_SOURCES)}")
+    if source == "true" and not getattr(dataset, "num_actions", None):
+        raise UserError(
+            "--action-source true needs a dataset with recorded actions; this one has none "
+            "(train the LAM and use --action-source lam)"
+        )
+    tokenizer = _load_needed(world_dir, "tokenizer")
+    lam = _load_needed(world_dir, "lam") if source == "lam" else None
+    labels = list(dataset.action_labels) if source == "true" and dataset.action_labels else None
+    return Part(name, tokenizer=tokenizer, lam=lam, action_source=source, action_labels=labels)
+
+
+def _load_needed(world_dir, part: str) -> nn.Module:
+    if not (Path(world_dir) / part / "config.json").is_file():
+        hint = (
+            " (or use --action-source true with a dataset that has actions)"
+            if part == "lam"
+            else ""
+        )
+        raise UserError(
+            f"world {world_dir} has no trained {part}, which the dynamics needs: "
+            f"run `genie train {part} --world {world_dir} ...` first{hint}"
+        )
+    return load_part(world_dir, part)

@@ -1,0 +1,477 @@
+"""One training loop for the tokenizer, the LAM and the dynamics (STYLE 7, 8).
+
+Read it top to bottom: settings, accelerator, data, model, optimizer + schedule + EMA,
+resume, then the loop (forward `compute_loss`, backward, clip, step, EMA, log, evaluate,
+sample, checkpoint + export). What differs between parts lives in `training/parts.py`.
+
+Runs as `genie train PART ...`, or under accelerate for several processes/GPUs:
+
+    accelerate launch --num_processes 2 -m training.train tokenizer --data D --world W --preset P
+
+Each process reads its own shard of every epoch's shuffled order; gradients are all-reduced,
+so every process holds the same weights. The LR schedule counts optimizer steps, whatever
+the number of processes (batch_size is per process).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.data_loader import skip_first_batches
+from accelerate.utils import set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from genie.data import ClipDataset, collate_clips
+from genie.errors import UserError
+from genie.world import export_part, fingerprint
+from training import checkpoint, presets
+from training.metrics_log import MetricsLog
+from training.parts import make_part
+
+
+def default_run_dir(world: str | Path, part: str) -> Path:
+    return Path("runs") / f"{Path(world).resolve().name}-{part}"
+
+
+def train(args) -> int:
+    # ------------------------------------------------------------------ settings
+    part_name, world = args.part, Path(args.world)
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(world, part_name)
+    overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}
+    ckpt = checkpoint.find(run_dir) if args.resume else None
+    if args.resume:
+        if ckpt is None:
+            raise UserError(f"--resume: no checkpoint in {run_dir} (train without --resume first)")
+        saved = checkpoint.read_state(ckpt)
+        if saved["part"] != part_name:
+            raise UserError(f"{run_dir} is a {saved['part']} run, not a {part_name} run")
+        if args.preset and args.preset != saved["preset"]:
+            raise UserError(
+                f"{run_dir} was trained with preset '{saved['preset']}', not '{args.preset}'"
+            )
+        preset_name, seed = saved["preset"], saved["seed"]
+        cfg = presets.make_train_config(
+            {**saved["train"], **{k: v for k, v in overrides.items() if v}}
+        )
+        action_source = saved.get("action_source")
+        if args.action_source and args.action_source != action_source:
+            raise UserError(f"{run_dir} was trained with --action-source {action_source}")
+    else:
+        if checkpoint.find(run_dir) is not None:
+            raise UserError(
+                f"{run_dir} already holds a training checkpoint: add --resume to continue it, "
+                "or pass another --run-dir"
+            )
+        if not args.preset:
+            raise UserError(f"--preset is required (available: {', '.join(presets.available())})")
+        preset = presets.load(args.preset, part_name, overrides)
+        preset_name, seed, cfg = preset.name, args.seed, preset.train
+        action_source = args.action_source
+    stop_at = min(args.stop_at or cfg.steps, cfg.steps)
+
+    # ------------------------------------------------------------------ accelerator
+    if args.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise UserError(
+            "--mixed-precision fp16 needs a GPU; on a CPU train in fp32 (--mixed-precision no)"
+        )
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    device, main = accelerator.device, accelerator.is_main_process
+    say = accelerator.print
+    if args.mixed_precision == "bf16" and device.type == "cpu":
+        say("note: bf16 on a CPU is far slower than fp32 on most CPUs (see DESIGN.md)")
+
+    # ------------------------------------------------------------------ data
+    train_ds = ClipDataset(args.data, split="train", clip_len=cfg.clip_len)
+    if len(train_ds) == 0:
+        raise UserError(
+            f"{args.data} has no training clips of {cfg.clip_len} frames: are the episodes shorter than the preset's clip_len?"
+        )
+    val_ds = _split_or_none(ClipDataset, args.data, cfg.clip_len)
+    if val_ds is None:
+        say(f"note: {args.data} has no val split: validating on the train split")
+        val_ds = train_ds
+    part = make_part(part_name, world, train_ds, action_source).to(device)
+    loader_gen = torch.Generator()
+    loader = torch.utils.data.DataLoader(
+        Indexed(train_ds),
+        batch_size=cfg.batch_size,
+        sampler=EpochSampler(len(train_ds), seed),
+        drop_last=True,
+        collate_fn=collate_indexed,
+        num_workers=args.workers,
+        generator=loader_gen,  # worker seeds come from here, not from the global RNG
+    )
+    val_loader = torch.utils.data.DataLoader(
+        Indexed(val_ds), batch_size=cfg.batch_size, collate_fn=collate_indexed, num_workers=0
+    )
+
+    # ------------------------------------------------------------------ model
+    set_seed(seed)  # identical initial weights on every process
+    if ckpt is not None:
+        model = checkpoint.load_model(ckpt, part.model_class, device)
+        part.check_model(model, train_ds)
+        check_world_unchanged(world, saved, part_name, action_source, fingerprint)
+    else:
+        model = part.model_class(part.build_config(preset.model, train_ds)).to(device).train()
+    for note in part.notes:
+        say(f"note: {note}")
+    n_params = sum(p.numel() for p in model.parameters())
+
+    # ------------------------------------------------------------------ optimizer, schedule, EMA
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]  # no weight decay on biases, norms, 1-d gains
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+    scheduler = get_scheduler(
+        "cosine", optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
+    )  # stepped by hand once per optimizer step (not prepared: accelerate would step it per process)
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay) if cfg.ema_decay else None
+    if ema is not None:
+        ema.to(device)
+    loss_module, optimizer, loader = accelerator.prepare(LossModule(model), optimizer, loader)
+    if len(loader) == 0:
+        raise UserError(
+            f"{len(train_ds)} training clips are fewer than batch_size {cfg.batch_size} x "
+            f"{accelerator.num_processes} process(es): lower --batch-size"
+        )
+
+    # ------------------------------------------------------------------ resume
+    step, epoch, position, elapsed = 0, 0, 0, 0.0
+    if ckpt is not None:
+        if saved["num_processes"] != accelerator.num_processes:
+            raise UserError(
+                f"{run_dir} was trained with {saved['num_processes']} process(es); resume with the same number"
+            )
+        checkpoint.load_training_state(ckpt, optimizer, scheduler, ema, accelerator.process_index)
+        step, epoch, position, elapsed = (
+            saved["step"],
+            saved["epoch"],
+            saved["position"],
+            saved["elapsed_s"],
+        )
+        say(f"resuming {run_dir} at step {step} (epoch {epoch}, batch {position})")
+    else:
+        set_seed(seed, device_specific=True)  # per-process randomness (masks, VQ restarts)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(run_dir / "metrics.csv")
+    if main:
+        log.truncate_after(step)
+        (run_dir / "samples").mkdir(exist_ok=True)
+    clip_log = None
+    if args.debug_log_clips:  # test hook: which clips each process trained on
+        (run_dir / "debug").mkdir(exist_ok=True)
+        clip_log = open(run_dir / "debug" / f"clips_rank{accelerator.process_index}.txt", "a")
+    say(
+        f"training {part_name} ({n_params / 1e6:.2f}M params, preset {preset_name}) on {len(train_ds)} clips "
+        f"x {cfg.clip_len} frames, {accelerator.num_processes} process(es) on {device}, "
+        f"steps {step}->{stop_at} of {cfg.steps}, run dir {run_dir}"
+    )
+
+    def with_ema_weights(fn):
+        """Run fn() with the EMA weights in the model (what gets exported), then restore."""
+        if ema is None:
+            return fn()
+        ema.store(model.parameters())
+        ema.copy_to(model.parameters())
+        try:
+            return fn()
+        finally:
+            ema.restore(model.parameters())
+
+    def validate() -> dict[str, float]:
+        totals: dict[str, list[float]] = {}
+        model.eval()
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            for i, raw in enumerate(val_loader):
+                if i >= args.eval_batches:
+                    break
+                for k, v in part.evaluate(model, part.batch(to_device(raw, device))).items():
+                    totals.setdefault(k, []).append(float(v))
+        model.train()
+        return {f"val_{k}": float(np.mean(v)) for k, v in totals.items()}
+
+    def sample(step: int) -> None:
+        raw = to_device(next(iter(val_loader)), device)
+        model.eval()
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            image = part.visualize(model, part.batch(raw))
+        model.train()
+        Image.fromarray(image).save(run_dir / "samples" / f"step_{step:07d}.png")
+
+    last_val: dict[str, float] = {}
+    last_train: dict[str, float] = {}
+
+    def save_and_export() -> None:
+        state = {
+            "part": part_name,
+            "preset": preset_name,
+            "step": step,
+            "epoch": epoch,
+            "position": position,
+            "seed": seed,
+            "train": dataclasses.asdict(cfg),
+            "num_processes": accelerator.num_processes,
+            "world": str(world),
+            "data": str(args.data),
+            "action_source": part.action_source,
+            "elapsed_s": elapsed,
+            "fingerprints": world_fingerprints(world, part_name, part.action_source, fingerprint),
+        }
+        checkpoint.save(run_dir, accelerator, model, optimizer, scheduler, ema, state)
+        if main:
+            released = copy.deepcopy(model)
+            if ema is not None:
+                ema.copy_to(released.parameters())
+            info = {
+                "preset": preset_name,
+                "steps": step,
+                "schedule_steps": cfg.steps,
+                "data": str(Path(args.data).resolve()),
+                "clip_len": cfg.clip_len,
+                "batch_size": cfg.batch_size * accelerator.num_processes,
+                "processes": accelerator.num_processes,
+                "device": str(device),
+                "wall_clock_s": round(elapsed, 1),
+                "ema": cfg.ema_decay,
+                "metrics": {**last_train, **last_val},
+                **part.export_info(),
+            }
+            export_part(world, part_name, released.eval(), info)
+        accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------ the loop
+    if step == 0 and main:  # baseline: validation and a sample of the untrained model
+        last_val = with_ema_weights(validate)
+        log.append({"step": 0, "epoch": 0, **last_val})
+        with_ema_weights(lambda: sample(0))
+    accelerator.wait_for_everyone()
+
+    loader_gen.manual_seed(seed + epoch)
+    loader.set_epoch(epoch)
+    batches = iter(skip_first_batches(loader, position) if position else loader)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        disable=not accelerator.is_local_main_process,
+        dynamic_ncols=True,
+    )
+    sums: dict[str, float] = {}  # metric sums since the last log row
+    n_sum, frames_seen, tokens_seen, busy = (
+        0,
+        0,
+        0,
+        0.0,
+    )  # busy: seconds spent training (not evaluating)
+    t_session = time.perf_counter() - elapsed
+    while step < stop_at:
+        t0 = time.perf_counter()
+        try:
+            raw = next(batches)
+        except StopIteration:  # next epoch: a new permutation of the clips
+            epoch, position = epoch + 1, 0
+            loader_gen.manual_seed(seed + epoch)
+            loader.set_epoch(epoch)
+            batches = iter(loader)
+            continue
+        position += 1
+        if clip_log is not None:
+            clip_log.write(f"{step + 1} " + " ".join(str(int(i)) for i in raw["index"]) + "\n")
+            clip_log.flush()
+
+        batch = part.batch(raw)
+        loss, metrics = loss_module(batch)
+        accelerator.backward(loss)
+        if cfg.grad_clip:
+            metrics["grad_norm"] = float(
+                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            )
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.step(model.parameters())
+        step += 1
+
+        # bookkeeping: running sums for the next log row
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        frames, tokens = part.frames_per_clip_step(batch)
+        n_sum, frames_seen, tokens_seen = n_sum + 1, frames_seen + frames, tokens_seen + tokens
+        busy += time.perf_counter() - t0
+        elapsed = time.perf_counter() - t_session
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.detach().item():.4f}")
+
+        row: dict[str, Any] = {}
+        if step % args.log_every == 0 or step == stop_at:  # averaged over steps and processes
+            keys = sorted(sums)
+            means = accelerator.reduce(
+                torch.tensor([sums[k] / n_sum for k in keys], device=device), "mean"
+            )
+            counts = torch.tensor(
+                [frames_seen, tokens_seen, busy], device=device, dtype=torch.float64
+            )
+            counts = accelerator.reduce(counts, "sum")
+            busy_s = counts[2].item() / accelerator.num_processes
+            last_train = dict(zip(keys, means.tolist(), strict=True))
+            row = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **last_train}
+            row["frames_per_s"] = counts[0].item() / busy_s
+            if part_name == "dynamics":
+                row["tokens_per_s"] = counts[1].item() / busy_s
+            row["elapsed_s"] = elapsed
+            sums, n_sum, frames_seen, tokens_seen, busy = {}, 0, 0, 0, 0.0
+        evaluating = step % cfg.eval_every == 0 or step == cfg.steps
+        sampling = step % cfg.sample_every == 0 or step == cfg.steps
+        if main and evaluating:
+            last_val = with_ema_weights(validate)
+            row = {"step": step, "epoch": epoch, **row, **last_val}
+            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_val.items()))
+        if main and row:
+            log.append(row)
+        if main and sampling:
+            with_ema_weights(lambda s=step: sample(s))
+        if evaluating or sampling:
+            accelerator.wait_for_everyone()  # the other processes wait for the main one
+        if step % cfg.ckpt_every == 0 or step == stop_at:
+            save_and_export()
+    bar.close()
+    if clip_log is not None:
+        clip_log.close()
+    if step < cfg.steps:
+        say(
+            f"stopped at step {step} of {cfg.steps}: continue with --resume (checkpoint in {run_dir / 'checkpoint'})"
+        )
+    else:
+        say(
+            f"done: {step} steps in {elapsed / 60:.1f} min; {part_name} exported to {world / part_name}"
+        )
+    accelerator.end_training()
+    return 0
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _split_or_none(dataset_class, root, clip_len):
+    """The val split, or None when the dataset has none (or none long enough)."""
+    try:
+        ds = dataset_class(root, split="val", clip_len=clip_len)
+    except UserError:
+        return None
+    return ds if len(ds) > 0 else None
+
+
+def world_fingerprints(world: Path, part: str, action_source, fingerprint) -> dict[str, str]:
+    """Fingerprints of the world parts this run depends on (dynamics: tokenizer, LAM)."""
+    needed = (
+        ["tokenizer"] + (["lam"] if action_source == "lam" else []) if part == "dynamics" else []
+    )
+    return {
+        p: fingerprint(world / p) for p in needed if (world / p / "model.safetensors").is_file()
+    }
+
+
+def check_world_unchanged(world: Path, saved: dict, part: str, action_source, fingerprint) -> None:
+    now = world_fingerprints(world, part, action_source, fingerprint)
+    for p, before in saved.get("fingerprints", {}).items():
+        if now.get(p) != before:
+            raise UserError(
+                f"the world's {p} changed since this {part} run started: the dynamics must be trained "
+                f"on the {p} it will play with; start a new run (another --run-dir)"
+            )
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
+class LossModule(nn.Module):
+    """Wraps a part so `forward` is its `compute_loss`: DDP syncs gradients only for
+    computations that go through the wrapped module's forward."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.model.compute_loss(batch)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Epoch e visits the clips in a permutation fixed by (seed, e), so (epoch, position) is
+    the whole data-order state and a resumed run sees the same order. Under accelerate every
+    process draws the same permutation and takes its own share of the batches."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class Indexed(torch.utils.data.Dataset):
+    """Items carry their clip index (logged with --debug-log-clips to check sharding)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return i, self.dataset[i]
+
+
+def collate_indexed(items) -> dict[str, Any]:
+    batch = collate_clips([item for _, item in items])
+    batch["index"] = torch.tensor([i for i, _ in items])
+    return batch
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.train PART ...` (what `accelerate launch -m training.train` runs)."""
+    import argparse
+
+    from training.cli import add_train_args, run_train
+
+    parser = argparse.ArgumentParser(prog="python -m training.train")
+    add_train_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_train(args)
+    except UserError as e:
+        print(f"genie train: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
