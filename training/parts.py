@@ -80,7 +80,10 @@ class Part:
                         f"dynamics {key} set to {value} (the preset says {model[key]})"
                     )
                 model[key] = value
-        config = config_from_dict(config_class(self.name), model)
+        try:
+            config = config_from_dict(config_class(self.name), model)
+        except (TypeError, ValueError) as e:  # a preset whose fields don't fit together
+            raise UserError(f"{self.name} settings are invalid: {e}") from None
         self.check_frame_size(config, dataset)
         return config
 

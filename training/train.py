@@ -24,12 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import Accelerator
 from accelerate.data_loader import skip_first_batches
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -87,8 +88,8 @@ def train(args) -> int:
             "--mixed-precision fp16 needs a GPU; on a CPU train in fp32 (--mixed-precision no)"
         )
     accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # also what makes torchrun's processes use gloo on a CPU
         mixed_precision=args.mixed_precision,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     device, main = accelerator.device, accelerator.is_main_process
     say = accelerator.print
@@ -180,7 +181,7 @@ def train(args) -> int:
         log.truncate_after(step)
         (run_dir / "samples").mkdir(exist_ok=True)
     clip_log = None
-    if args.debug_log_clips:  # test hook: which clips each process trained on
+    if args.debug_shards:  # test hook: which clips each process trained on, and its final weights
         (run_dir / "debug").mkdir(exist_ok=True)
         clip_log = open(run_dir / "debug" / f"clips_rank{accelerator.process_index}.txt", "a")
     say(
@@ -359,6 +360,10 @@ def train(args) -> int:
     bar.close()
     if clip_log is not None:
         clip_log.close()
+        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(
+            weights, str(run_dir / "debug" / f"weights_rank{accelerator.process_index}.safetensors")
+        )
     if step < cfg.steps:
         say(
             f"stopped at step {step} of {cfg.steps}: continue with --resume (checkpoint in {run_dir / 'checkpoint'})"

@@ -1,0 +1,159 @@
+"""`genie bench train`: training throughput of each part at a preset's sizes, on random data.
+
+For each part: one optimizer step (compute_loss, backward, clip, AdamW) on random uint8
+frames (dynamics: random tokens and actions) shaped like the preset's batches. Reports
+frames/s (tokens/s for the dynamics), the model FLOPs of one step (forward + backward,
+counted by torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions, attention; no
+elementwise ops), the GFLOP/s that makes, and its fraction of this machine's fp32 peak,
+measured here with large matmuls on all threads. Data loading and, for the dynamics, the
+tokenizer/LAM passes that make its batch are not included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+PARTS = ("tokenizer", "lam", "dynamics")
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--preset", default="coinrun-cpu", help="preset whose sizes to use (default coinrun-cpu)"
+    )
+    p.add_argument("--steps", type=int, default=10, help="timed steps per part (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    p.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="parts to measure"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON only")
+
+
+def measure_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of an n x n matmul on all of torch's threads."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def build(part: str, preset_name: str):
+    """(model, batch, train config) for one part at the preset's sizes."""
+    import torch
+
+    from genie.pretrained import config_from_dict
+    from training import presets
+    from training.parts import model_class
+
+    preset = presets.load(preset_name, part)
+    cfg = preset.train
+    b, t = cfg.batch_size, cfg.clip_len
+    g = torch.Generator().manual_seed(0)
+    model_cfg = dict(preset.model)
+    if (
+        part == "dynamics"
+    ):  # vocabulary and grid come from the preset's tokenizer, actions from its LAM
+        tok = config_from_dict(
+            presets.config_class("tokenizer"), presets.load(preset_name, "tokenizer").model
+        )
+        lam = config_from_dict(presets.config_class("lam"), presets.load(preset_name, "lam").model)
+        model_cfg.update(vocab_size=tok.num_codes, grid=list(tok.grid), num_actions=lam.num_actions)
+    config = config_from_dict(presets.config_class(part), model_cfg)
+    torch.manual_seed(0)
+    model = model_class(part)(config).train()
+    if part == "dynamics":
+        h, w = config.grid
+        batch = {
+            "tokens": torch.randint(0, config.vocab_size, (b, t, h, w), generator=g),
+            "actions": torch.randint(0, config.num_actions, (b, t - 1), generator=g),
+        }
+    else:
+        s = config.frame_size
+        batch = {"frames": torch.randint(0, 256, (b, t, s, s, 3), dtype=torch.uint8, generator=g)}
+    return model, batch, cfg
+
+
+def measure(part: str, preset_name: str, steps: int, warmup: int, peak: float) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, batch, cfg = build(part, preset_name)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def step() -> None:
+        loss, _ = model.compute_loss(batch)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = model.compute_loss(batch)
+        loss.backward()
+    optimizer.zero_grad(set_to_none=True)
+    flops = counter.get_total_flops()
+    for _ in range(warmup):
+        step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sec = (time.perf_counter() - t) / steps
+    b, t_ = (batch["tokens"] if part == "dynamics" else batch["frames"]).shape[:2]
+    row = {
+        "part": part,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "batch": f"{b}x{t_}",
+        "s_per_step": sec,
+        "frames_per_s": b * t_ / sec,
+        "gflop_per_step": flops / 1e9,
+        "gflop_per_s": flops / sec / 1e9,
+        "fraction_of_peak": flops / sec / 1e9 / peak,
+    }
+    if part == "dynamics":
+        h, w = batch["tokens"].shape[2:]
+        row["tokens_per_s"] = b * t_ * h * w / sec
+    return row
+
+
+def run(args) -> int:
+    import torch
+
+    from genie.errors import UserError
+    from training import presets
+
+    if args.steps < 1:
+        raise UserError("--steps must be >= 1")
+    presets.load(args.preset, args.parts[0])  # unknown preset -> one-line error before any work
+    peak = measure_peak_gflops()
+    rows = [measure(part, args.preset, args.steps, args.warmup, peak) for part in args.parts]
+    result = {
+        "preset": args.preset,
+        "threads": torch.get_num_threads(),
+        "fp32_peak_gflop_per_s": peak,
+        "steps": args.steps,
+        "parts": rows,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"preset {args.preset}, {torch.get_num_threads()} threads, fp32 matmul peak {peak:.0f} GFLOP/s"
+    )
+    head = f"{'part':<10}{'params':>8}{'batch':>8}{'s/step':>9}{'frames/s':>10}{'tokens/s':>10}{'GFLOP/step':>11}{'GFLOP/s':>9}{'of peak':>9}"
+    print(head)
+    for r in rows:
+        tokens = f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else "-"
+        print(
+            f"{r['part']:<10}{r['params_m']:>7.2f}M{r['batch']:>8}{r['s_per_step']:>9.3f}{r['frames_per_s']:>10.1f}"
+            f"{tokens:>10}{r['gflop_per_step']:>11.2f}{r['gflop_per_s']:>9.1f}{r['fraction_of_peak']:>8.0%} "
+        )
+    print(json.dumps(result))
+    return 0
