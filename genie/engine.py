@@ -60,12 +60,16 @@ def load_image(source, size: int) -> np.ndarray:
                     raise UserError(f"image {path} not found")
                 img = Image.open(path)
         except UnidentifiedImageError:
-            raise UserError("the file is not an image PIL can read (use PNG, JPEG, GIF, WebP, BMP)") from None
+            raise UserError(
+                "the file is not an image PIL can read (use PNG, JPEG, GIF, WebP, BMP)"
+            ) from None
         except (OSError, Image.DecompressionBombError) as e:
             raise UserError(f"the image could not be read ({e})") from None
     w, h = img.size
     if w * h > MAX_PROMPT_PIXELS:
-        raise UserError(f"the image is too large ({w}x{h}); use one under {MAX_PROMPT_PIXELS // 1_000_000} megapixels")
+        raise UserError(
+            f"the image is too large ({w}x{h}); use one under {MAX_PROMPT_PIXELS // 1_000_000} megapixels"
+        )
     if w < 1 or h < 1:
         raise UserError("the image is empty")
     try:
@@ -75,7 +79,9 @@ def load_image(source, size: int) -> np.ndarray:
         side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2
         img = img.crop((left, top, left + side, top + side))
-        img = img.resize((size, size), Image.Resampling.BOX if side >= size else Image.Resampling.BICUBIC)
+        img = img.resize(
+            (size, size), Image.Resampling.BOX if side >= size else Image.Resampling.BICUBIC
+        )
         return np.asarray(img, dtype=np.uint8).copy()
     except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt data surfaces here
         raise UserError(f"the image is truncated or corrupt ({e})") from None
@@ -85,20 +91,28 @@ def load_image(source, size: int) -> np.ndarray:
 class _Snapshot:
     dyn: DynamicsState
     dec: KVCache
-    frames: int
     rng: torch.Tensor
 
 
 class WorldEngine:
     """Stateful player of one world for one user (batch 1)."""
 
-    def __init__(self, world: World, seed: int = 0, steps: int | None = None, temperature: float | None = None,
-                 max_undo: int = 64, max_frames_kept: int = 3000):
+    def __init__(
+        self,
+        world: World,
+        seed: int = 0,
+        steps: int | None = None,
+        temperature: float | None = None,
+        max_undo: int = 64,
+        max_frames_kept: int = 3000,
+    ):
         self.world = world
         self.tokenizer, self.dynamics = world.tokenizer, world.dynamics
         sampling = world.meta.get("sampling", {})
         self.steps = steps or sampling.get("maskgit_steps") or self.dynamics.config.maskgit_steps
-        self.temperature = temperature if temperature is not None else sampling.get("temperature", 1.0)
+        self.temperature = (
+            temperature if temperature is not None else sampling.get("temperature", 1.0)
+        )
         self.seed = seed
         self.max_undo = max_undo
         self.max_frames_kept = max_frames_kept  # frames kept for download (oldest dropped)
@@ -117,7 +131,12 @@ class WorldEngine:
 
     @property
     def actions(self) -> list[Action]:
-        return [Action(i, lab, keys) for i, (lab, keys) in enumerate(zip(self.world.action_labels, self.world.action_keys))]
+        return [
+            Action(i, lab, keys)
+            for i, (lab, keys) in enumerate(
+                zip(self.world.action_labels, self.world.action_keys, strict=True)
+            )
+        ]
 
     @property
     def num_actions(self) -> int:
@@ -125,15 +144,21 @@ class WorldEngine:
 
     def action_id(self, name_or_id) -> int:
         """An action by id or by label (case-insensitive). Raises UserError if unknown."""
-        if isinstance(name_or_id, (int, np.integer)) or (isinstance(name_or_id, str) and name_or_id.strip().lstrip("-").isdigit()):
+        if isinstance(name_or_id, (int, np.integer)) or (
+            isinstance(name_or_id, str) and name_or_id.strip().lstrip("-").isdigit()
+        ):
             a = int(name_or_id)
             if not 0 <= a < self.num_actions:
-                raise UserError(f"unknown action {a}: this world has actions 0..{self.num_actions - 1}")
+                raise UserError(
+                    f"unknown action {a}: this world has actions 0..{self.num_actions - 1}"
+                )
             return a
         labels = [lab.lower() for lab in self.world.action_labels]
         if str(name_or_id).lower() in labels:
             return labels.index(str(name_or_id).lower())
-        raise UserError(f"unknown action '{name_or_id}': use 0..{self.num_actions - 1} or one of {', '.join(self.world.action_labels)}")
+        raise UserError(
+            f"unknown action '{name_or_id}': use 0..{self.num_actions - 1} or one of {', '.join(self.world.action_labels)}"
+        )
 
     @property
     def frame_size(self) -> int:
@@ -155,7 +180,7 @@ class WorldEngine:
             frames = np.stack([load_image(p, self.frame_size) for p in prompt])
         else:
             frames = load_image(prompt, self.frame_size)[None]
-        frames = frames[-self.world.context_frames:]
+        frames = frames[-self.world.context_frames :]
         if seed is not None:
             self.seed = seed
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -175,7 +200,7 @@ class WorldEngine:
             raise UserError("reset the world with a start image first")
 
     def _snapshot(self) -> _Snapshot:
-        return _Snapshot(self._dyn_clone(self._dyn), self._dec.clone(), len(self.frames), self.generator.get_state())
+        return _Snapshot(self._dyn_clone(self._dyn), self._dec.clone(), self.generator.get_state())
 
     @staticmethod
     def _dyn_clone(s: DynamicsState) -> DynamicsState:
@@ -188,12 +213,15 @@ class WorldEngine:
         a = self.action_id(action)
         self._undo.append(self._snapshot())
         del self._undo[: -self.max_undo]
-        ids = self.dynamics.sample_next(self._dyn, torch.tensor([a]), self.steps, self.temperature, self.generator)
+        ids = self.dynamics.sample_next(
+            self._dyn, torch.tensor([a]), self.steps, self.temperature, self.generator
+        )
         frame = self.tokenizer.decode_step(ids, self._dec)[0]
         out = (frame.clamp(0, 1) * 255).round().byte().numpy()
         self.frames.append(out)
         self.actions_taken.append(a)
         del self.frames[: -self.max_frames_kept]
+        del self.actions_taken[: -self.max_frames_kept]
         return out
 
     def rollout(self, actions, progress: bool = False) -> np.ndarray:
@@ -204,7 +232,11 @@ class WorldEngine:
             from tqdm import tqdm
 
             it = tqdm(seq, desc="generating", unit="frame")
-        return np.stack([self.step(a) for a in it]) if seq else np.zeros((0, self.frame_size, self.frame_size, 3), np.uint8)
+        return (
+            np.stack([self.step(a) for a in it])
+            if seq
+            else np.zeros((0, self.frame_size, self.frame_size, 3), np.uint8)
+        )
 
     def undo(self) -> np.ndarray:
         """Rewind one step (no-op at the start frame). Returns the frame now shown."""
@@ -213,7 +245,10 @@ class WorldEngine:
             snap = self._undo.pop()
             self._dyn, self._dec = snap.dyn, snap.dec
             self.generator.set_state(snap.rng)
-            del self.frames[snap.frames:]
+            # each step added exactly one frame; counting from the end stays right after the
+            # oldest frames were dropped (max_frames_kept), when len(frames) no longer grows
+            if len(self.frames) > 1:
+                self.frames.pop()
             if self.actions_taken:
                 self.actions_taken.pop()
         return self.frames[-1]
@@ -228,10 +263,14 @@ class WorldEngine:
         uint8 (A, H, W, 3). Runs all actions as one batch; the world state is unchanged."""
         self._require_started()
         n = self.num_actions
-        dyn = DynamicsState(cache=_expand_cache(self._dyn.cache, n), last_tokens=self._dyn.last_tokens.expand(n, -1))
+        dyn = DynamicsState(
+            cache=_expand_cache(self._dyn.cache, n), last_tokens=self._dyn.last_tokens.expand(n, -1)
+        )
         dec = _expand_cache(self._dec, n)
         g = torch.Generator().manual_seed(self.seed + len(self.frames))
-        ids = self.dynamics.sample_next(dyn, torch.arange(n), self.steps, self.temperature, g, commit=False)
+        ids = self.dynamics.sample_next(
+            dyn, torch.arange(n), self.steps, self.temperature, g, commit=False
+        )
         frames = self.tokenizer.decode_step(ids, dec)
         return (frames.clamp(0, 1) * 255).round().byte().numpy()
 
@@ -241,7 +280,13 @@ class WorldEngine:
         batch: uint8 (K, S, H, W, 3). The world state is unchanged."""
         self._require_started()
         seq = [self.action_id(a) for a in actions]
-        dyn = DynamicsState(cache=_expand_cache(self._dyn.cache, samples), last_tokens=self._dyn.last_tokens.expand(samples, -1))
+        # a copy of the engine's generator: seeded like play, but play's own RNG does not advance
+        g = torch.Generator()
+        g.set_state(self.generator.get_state())
+        dyn = DynamicsState(
+            cache=_expand_cache(self._dyn.cache, samples),
+            last_tokens=self._dyn.last_tokens.expand(samples, -1),
+        )
         dec = _expand_cache(self._dec, samples)
         out = []
         it = seq
@@ -250,8 +295,12 @@ class WorldEngine:
 
             it = tqdm(seq, desc=f"generating x{samples}", unit="frame")
         for a in it:
-            ids = self.dynamics.sample_next(dyn, torch.full((samples,), a), self.steps, self.temperature, self.generator)
-            out.append((self.tokenizer.decode_step(ids, dec).clamp(0, 1) * 255).round().byte().numpy())
+            ids = self.dynamics.sample_next(
+                dyn, torch.full((samples,), a), self.steps, self.temperature, g
+            )
+            out.append(
+                (self.tokenizer.decode_step(ids, dec).clamp(0, 1) * 255).round().byte().numpy()
+            )
         return np.stack(out)
 
 

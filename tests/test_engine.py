@@ -1,0 +1,258 @@
+"""WorldEngine on a tiny random-init world: prompts of any kind, stepping, determinism, undo,
+the sliding context, what-if, and clear errors for bad input."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genie.engine import WorldEngine
+from genie.errors import UserError
+from worlds import example_images, make_tiny_world
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_tiny_world(tmp_path_factory.mktemp("world") / "tiny", frame_size=SIZE)
+
+
+@pytest.fixture
+def engine(world):
+    e = WorldEngine.load(world, seed=0)
+    e.reset(e.world.examples[0])
+    return e
+
+
+def png_bytes(img: np.ndarray | Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    (img if isinstance(img, Image.Image) else Image.fromarray(img)).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def forged_png(width: int, height: int) -> bytes:
+    """A valid 1x1 PNG whose IHDR claims width x height (a decompression-bomb header)."""
+    data = png_bytes(np.zeros((1, 1, 3), np.uint8))
+    assert data[12:16] == b"IHDR"
+    ihdr = struct.pack(">II", width, height) + data[24:29]
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return data[:16] + ihdr + crc + data[33:]
+
+
+def diff(a, b) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+# ---------------------------------------------------------------------------- prompts
+
+
+def prompt_variants(tmp_path):
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 255, (300, 1000, 3), dtype=np.uint8)
+    base = example_images(64)[0]
+    jpeg = tmp_path / "start.jpg"
+    Image.fromarray(base).save(jpeg, quality=90)
+    return {
+        "png path": tmp_path / "ex.png",
+        "jpeg path": jpeg,
+        "jpeg bytes": png_bytes(base, "JPEG"),
+        "1000x300": png_bytes(wide),
+        "grayscale": png_bytes(Image.fromarray(base).convert("L")),
+        "rgba": png_bytes(Image.fromarray(base).convert("RGBA")),
+        "palette": png_bytes(Image.fromarray(base).convert("P")),
+        "webp": png_bytes(base, "WEBP"),
+        "pil": Image.fromarray(base),
+        "array": base,
+        "float array": base.astype(np.float32) / 255,
+        "gray array": base[..., 0],
+    }
+
+
+def test_reset_accepts_any_image(engine, tmp_path):
+    Image.fromarray(example_images(40)[0]).save(tmp_path / "ex.png")
+    for name, prompt in prompt_variants(tmp_path).items():
+        frame = engine.reset(prompt)
+        assert frame.shape == (SIZE, SIZE, 3) and frame.dtype == np.uint8, name
+        assert len(engine.frames) == 1
+        assert engine.step(0).shape == (SIZE, SIZE, 3), name
+
+
+def test_reset_from_animated_gif_uses_its_first_frame(engine):
+    red, blue = np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 255, 255
+    frames = [Image.fromarray(red), Image.fromarray(blue)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    first = engine.reset(buf.getvalue())
+    assert first[..., 0].mean() > 200 and first[..., 2].mean() < 50
+
+
+def test_reset_from_several_frames_keeps_the_context(engine):
+    frames = np.stack(example_images(SIZE, n=3))
+    first = engine.reset(frames)
+    np.testing.assert_array_equal(first, frames[-1])
+    assert len(engine.frames) == 3
+    assert engine.step(1).shape == (SIZE, SIZE, 3)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (b"this is not an image at all", "not an image"),
+        (b"", "not an image"),
+        ("truncated", "truncated"),
+        (forged_png(20000, 20000), "could not be read|too large"),
+        (forged_png(7000, 7000), "too large"),
+        (np.zeros((4, 4, 2), np.uint8), "must be"),
+    ],
+    ids=["garbage", "empty", "truncated", "bomb-20000", "too-large-7000", "2-channel"],
+)
+def test_bad_images_raise_user_errors(engine, bad, message):
+    if isinstance(bad, str) and bad == "truncated":
+        data = png_bytes(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+        bad = data[: len(data) // 2]
+    before = engine.frames[-1].copy()
+    with pytest.raises(UserError, match=message):
+        engine.reset(bad)
+    np.testing.assert_array_equal(engine.frames[-1], before)  # a failed reset changes nothing
+    engine.step(0)
+
+
+def test_missing_file_and_step_before_reset(world, tmp_path):
+    e = WorldEngine.load(world)
+    with pytest.raises(UserError, match="reset"):
+        e.step(0)
+    with pytest.raises(UserError, match="not found"):
+        e.reset(tmp_path / "nope.png")
+
+
+# ---------------------------------------------------------------------------- play
+
+
+def test_step_changes_the_frame_and_rollout_has_one_frame_per_action(engine):
+    start = engine.frames[-1]
+    frame = engine.step(engine.action_id("right"))
+    assert frame.shape == (SIZE, SIZE, 3) and frame.dtype == np.uint8
+    assert diff(frame, start) > 1.0
+    clip = engine.rollout([0, 1, "up", 3, 4, 0, 0])
+    assert clip.shape == (7, SIZE, SIZE, 3)
+    assert len(engine.frames) == 1 + 1 + 7 and engine.actions_taken[-7:] == [0, 1, 2, 3, 4, 0, 0]
+    assert all(diff(clip[i], clip[i - 1]) > 0 for i in range(1, 7))
+    assert engine.rollout([]).shape == (0, SIZE, SIZE, 3)
+
+
+def test_same_seed_same_frames_different_seed_different_frames(world):
+    def play(seed):
+        e = WorldEngine.load(world, seed=seed)
+        e.reset(e.world.examples[1])
+        return e.rollout([0, 1, 2, 3, 4, 1])
+
+    a, b, c = play(0), play(0), play(1)
+    np.testing.assert_array_equal(a, b)
+    assert diff(a, c) > 1.0
+
+
+def test_reset_restarts_the_random_stream(engine):
+    first = engine.rollout([0, 1, 2])
+    engine.reset(engine.world.examples[0])
+    np.testing.assert_array_equal(engine.rollout([0, 1, 2]), first)
+
+
+def test_undo_restores_the_exact_previous_state(engine):
+    engine.rollout([0, 1])
+    shown = engine.frames[-1]
+    taken = [engine.step(a) for a in (2, 3, 4)]
+    assert diff(engine.undo(), taken[1]) == 0
+    assert diff(engine.undo(), taken[0]) == 0
+    assert diff(engine.undo(), shown) == 0
+    assert len(engine.frames) == 3 and engine.actions_taken == [0, 1]
+    # the same actions from the restored state (caches and RNG) give the same frames
+    for a, frame in zip((2, 3, 4), taken, strict=True):
+        np.testing.assert_array_equal(engine.step(a), frame)
+
+
+def test_undo_at_the_start_is_a_no_op(engine):
+    start = engine.frames[-1].copy()
+    assert not engine.can_undo
+    np.testing.assert_array_equal(engine.undo(), start)
+    engine.step(0)
+    np.testing.assert_array_equal(engine.undo(), start)
+    np.testing.assert_array_equal(engine.undo(), start)
+
+
+def test_undo_after_old_frames_were_dropped(world):
+    e = WorldEngine.load(world, max_frames_kept=4, max_undo=3)
+    e.reset(e.world.examples[0])
+    frames = [e.step(a % 5) for a in range(6)]
+    assert len(e.frames) == 4
+    np.testing.assert_array_equal(e.undo(), frames[-2])
+    np.testing.assert_array_equal(e.frames[-1], frames[-2])
+    assert len(e.frames) == 3
+    e.undo(), e.undo()
+    np.testing.assert_array_equal(e.undo(), frames[-4])  # only max_undo=3 steps can be undone
+    assert not e.can_undo
+
+
+def test_context_window_slides_past_the_trained_length(engine):
+    context = engine.world.context_frames
+    clip = engine.rollout([i % engine.num_actions for i in range(3 * context + 2)])
+    assert clip.shape[0] == 3 * context + 2
+    assert len(engine._dyn.cache) <= context  # dynamics keeps only the trained context
+    assert len(engine._dec) <= engine.tokenizer.config.max_frames - 1
+    assert clip[-4:].std() > 1.0  # still drawing pictures, not a constant
+    last = torch.from_numpy(clip[-1]).float()
+    assert torch.isfinite(last).all()
+
+
+@pytest.mark.parametrize("bad", [5, -1, "jump", "99", 2.5])
+def test_unknown_actions_raise_user_errors(engine, bad):
+    n = len(engine.frames)
+    with pytest.raises(UserError, match="unknown action"):
+        engine.step(bad)
+    with pytest.raises(UserError, match="unknown action"):
+        engine.rollout([0, 1, bad])  # validated before anything is played
+    assert len(engine.frames) == n
+
+
+def test_actions_by_label_and_id(engine):
+    assert [a.label for a in engine.actions] == ["left", "right", "up", "down", "noop"]
+    assert (
+        engine.action_id("RIGHT") == 1
+        and engine.action_id("3") == 3
+        and engine.action_id(np.int64(4)) == 4
+    )
+    assert "ArrowLeft" in engine.actions[0].keys
+
+
+def test_what_if_shows_every_action_and_leaves_the_state_untouched(world):
+    def engine_at_frame_3():
+        e = WorldEngine.load(world, seed=3)
+        e.reset(e.world.examples[0])
+        e.rollout([1, 1, 2])
+        return e
+
+    plain, curious = engine_at_frame_3(), engine_at_frame_3()
+    options = curious.what_if()
+    assert options.shape == (curious.num_actions, SIZE, SIZE, 3) and options.dtype == np.uint8
+    assert diff(options[0], options[1]) > 1.0  # different actions, different futures
+    np.testing.assert_array_equal(curious.what_if(), options)  # deterministic at a given state
+    assert len(curious.frames) == len(plain.frames)
+    np.testing.assert_array_equal(curious.rollout([0, 3]), plain.rollout([0, 3]))
+
+
+def test_sample_futures_differ_and_leave_the_state_untouched(world):
+    def engine_at_start():
+        e = WorldEngine.load(world, seed=5)
+        e.reset(e.world.examples[0])
+        return e
+
+    plain, sampler = engine_at_start(), engine_at_start()
+    futures = sampler.sample_futures([0, 1, 1], samples=3)
+    assert futures.shape == (3, 3, SIZE, SIZE, 3)
+    assert diff(futures[:, 0], futures[:, 1]) > 1.0  # independent samples
+    np.testing.assert_array_equal(sampler.rollout([2, 2]), plain.rollout([2, 2]))
