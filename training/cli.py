@@ -63,9 +63,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--eval-batches", type=int, default=4, help="validation batches per evaluation (default 4)"
     )
-    p.add_argument(
-        "--debug-log-clips", action="store_true", help=argparse.SUPPRESS
-    )  # tests: clips per process
+    # tests: each process logs the clip indices it trained on and dumps its final weights in RUN_DIR/debug/
+    p.add_argument("--debug-shards", action="store_true", help=argparse.SUPPRESS)
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:

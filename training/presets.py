@@ -1,5 +1,6 @@
 """Presets: training/presets/<preset>/<part>.json = {"model": {...}, "train": {...}}.
 
+A preset is a shipped name or any folder holding such <part>.json files.
 "model" holds fields of the part's config dataclass (TokenizerConfig, LAMConfig,
 DynamicsConfig); "train" holds the fields of `TrainConfig` below. Unknown keys in either are
 errors, so a typo never silently trains the default. Command-line flags (--steps,
@@ -76,6 +77,20 @@ def available() -> list[str]:
     return sorted(p.name for p in PRESETS_DIR.iterdir() if p.is_dir() and any(p.glob("*.json")))
 
 
+def resolve(name: str) -> Path:
+    """A shipped preset's folder, or `name` itself when it is a folder of <part>.json files."""
+    if "/" in name or name.startswith("."):
+        if not Path(name).is_dir():
+            raise UserError(f"preset folder {name} does not exist")
+        return Path(name)
+    names = available()
+    if name not in names:
+        raise UserError(
+            f"unknown preset '{name}' (available: {', '.join(names) or 'none'}, or a folder of <part>.json)"
+        )
+    return PRESETS_DIR / name
+
+
 def config_class(part: str) -> type:
     if part == "tokenizer":
         from genie.tokenizer import TokenizerConfig
@@ -111,10 +126,8 @@ def load(name: str, part: str, overrides: dict[str, Any] | None = None) -> Prese
     train keys. Raises UserError for an unknown preset/part or bad keys."""
     if part not in PARTS:
         raise UserError(f"unknown part '{part}' (expected one of {', '.join(PARTS)})")
-    names = available()
-    if name not in names:
-        raise UserError(f"unknown preset '{name}' (available: {', '.join(names) or 'none'})")
-    path = PRESETS_DIR / name / f"{part}.json"
+    folder = resolve(name)
+    path = folder / f"{part}.json"
     if not path.is_file():
         raise UserError(f"preset '{name}' has no {part} settings ({path} missing)")
     try:
