@@ -318,7 +318,7 @@ class DatasetWriter:
         try:
             tmp.mkdir(parents=True, exist_ok=True)
             for key in ARRAYS:
-                _save_synced(tmp / f"{key}.npy", np.concatenate([p[key] for p in parts]))
+                _save_synced(tmp / f"{key}.npy", [p[key] for p in parts])
             os.rename(tmp, shards / name)
             _fsync_dir(shards)
             start, new = 0, []
@@ -361,9 +361,18 @@ class DatasetWriter:
                 tmp.unlink()
 
 
-def _save_synced(path: Path, array: np.ndarray) -> None:
+def _save_synced(path: Path, parts: list[np.ndarray]) -> None:
+    """np.save of the parts concatenated along axis 0, without building the concatenation."""
+    shape = (sum(len(a) for a in parts), *parts[0].shape[1:])
+    header = {
+        "descr": np.lib.format.dtype_to_descr(parts[0].dtype),
+        "fortran_order": False,
+        "shape": shape,
+    }
     with open(path, "wb") as f:
-        np.save(f, array)
+        np.lib.format.write_array_header_1_0(f, header)
+        for a in parts:
+            f.write(np.ascontiguousarray(a).data)
         f.flush()
         os.fsync(f.fileno())
 

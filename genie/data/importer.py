@@ -234,12 +234,13 @@ def import_videos(
             except (
                 Exception
             ) as e:  # av.FFmpegError, OSError, PIL's UnidentifiedImageError, ValueError...
-                reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-                res.skipped.append(f"{src.name}: {reason}")
+                reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+                reason = reason.splitlines()[0][:120]
+                res.skipped.append(f"{src.name} ({reason})")
                 tqdm.write(f"skipped {src.name}: unreadable ({reason})")
                 continue
             if len(dec.frames) == 0:
-                res.skipped.append(f"{src.name}: no frames")
+                res.skipped.append(f"{src.name} (no frames)")
                 tqdm.write(f"skipped {src.name}: no frames")
                 continue
             ep_actions = None
@@ -316,6 +317,7 @@ def run(args: argparse.Namespace) -> int:
     if res.present:
         parts.append(f"{res.present} already there")
     if res.skipped:
-        parts.append(f"skipped {len(res.skipped)} unreadable: {'; '.join(res.skipped)}")
+        n = len(res.skipped)
+        parts.append(f"skipped {n} unreadable file{'s' * (n != 1)}: {', '.join(res.skipped)}")
     print("; ".join(parts))
     return 0

@@ -159,13 +159,18 @@ def coinrun_source(steps: int, action_repeat: int, seed: int) -> dict[str, Any]:
 
 
 def record_coinrun_batch(
-    levels: list[int], steps: int, actions: np.ndarray, seed: int = 0
+    levels: list[int],
+    steps: int,
+    actions: np.ndarray,
+    seed: int = 0,
+    out: dict[str, np.ndarray] | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Play `levels` side by side in one vectorised procgen env; actions (n, steps).
 
     Each level is created in its own 1-env procgen (cheap after the first) and its state moved
     into one n-env procgen, which then keeps replaying each env's own level after a death: the
-    same frames as n separate envs (tested), at ~2x the speed.
+    same frames as n separate envs (tested), about 2x faster. `out`: buffers to fill (see
+    `_buffers`), so a long recording does not fault in fresh memory for every batch.
     Returns per level {"frames" (steps, 64, 64, 3) uint8, "rewards" (steps,), "firsts" (steps,)}.
     """
     ProcgenGym3Env = _import_procgen()
@@ -179,15 +184,22 @@ def record_coinrun_batch(
     n = len(levels)
     env = ProcgenGym3Env(num=n, start_level=levels[0], rand_seed=0, **kw)
     env.set_state(states)
-    frames = np.empty((n, steps, 64, 64, 3), np.uint8)
-    rewards = np.empty((n, steps), np.float32)
-    firsts = np.empty((n, steps), bool)
+    out = out or _buffers(n, steps)
+    frames, rewards, firsts = out["frames"][:n], out["rewards"][:n], out["firsts"][:n]
     _, obs, first = env.observe()
     for t in range(steps):
         frames[:, t], firsts[:, t] = obs["rgb"], first
         env.act(np.ascontiguousarray(actions[:, t]))
         rewards[:, t], obs, first = env.observe()  # reward for actions[t]; obs is frame t+1
     return [{"frames": frames[i], "rewards": rewards[i], "firsts": firsts[i]} for i in range(n)]
+
+
+def _buffers(n: int, steps: int) -> dict[str, np.ndarray]:
+    return {
+        "frames": np.empty((n, steps, 64, 64, 3), np.uint8),
+        "rewards": np.empty((n, steps), np.float32),
+        "firsts": np.empty((n, steps), bool),
+    }
 
 
 def record_coinrun(
@@ -199,7 +211,12 @@ def record_coinrun(
     seed: int = 0,
     progress: bool = True,
 ) -> RecordResult:
-    """Record the (split, level) episodes of `plan` into `out`, skipping those already there."""
+    """Record the (split, level) episodes of `plan` into `out`, skipping those already there.
+
+    Batches of `num_envs` levels are played in turn, each written as one shard by a background
+    thread while the next batch plays (two buffers, used alternately)."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from tqdm import tqdm
 
     source = coinrun_source(steps, action_repeat, seed)
@@ -218,24 +235,34 @@ def record_coinrun(
             disable=not progress,
             desc="coinrun",
         )
+        n_buf = min(num_envs, len(todo))
+        buffers: list[dict[str, np.ndarray]] = []
+        writing: Future | None = None
         t0, frames = time.perf_counter(), 0
-        for i in range(0, len(todo), num_envs):
-            batch = todo[i : i + num_envs]
-            levels = [lv for _, lv in batch]
-            actions = np.stack(
-                [episode_actions(seed, lv, steps, 15, action_repeat) for lv in levels]
-            )
-            played = record_coinrun_batch(levels, steps, actions, seed)
-            w.write_shard(
-                [
+        # on an interrupt the pool's exit waits for the shard being written: it lands whole
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            for k, i in enumerate(range(0, len(todo), num_envs)):
+                batch = todo[i : i + num_envs]
+                levels = [lv for _, lv in batch]
+                actions = np.stack(
+                    [episode_actions(seed, lv, steps, 15, action_repeat) for lv in levels]
+                )
+                if len(buffers) <= k % 2:
+                    buffers.append(_buffers(n_buf, steps))
+                played = record_coinrun_batch(levels, steps, actions, seed, out=buffers[k % 2])
+                episodes = [
                     EpisodeData(
                         f"level-{lv}", split, p["frames"], a, p["rewards"], p["firsts"], seed=lv
                     )
                     for (split, lv), a, p in zip(batch, actions, played, strict=True)
                 ]
-            )
-            frames += len(batch) * steps
-            bar.update(len(batch) * steps)
+                if writing is not None:
+                    writing.result()  # the other buffer is free again; re-raises a write error
+                writing = pool.submit(w.write_shard, episodes)
+                frames += len(batch) * steps
+                bar.update(len(batch) * steps)
+            if writing is not None:
+                writing.result()
         bar.close()
         return RecordResult(len(todo), len(plan) - len(todo), frames, time.perf_counter() - t0)
 
