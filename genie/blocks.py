@@ -243,7 +243,9 @@ class VectorQuantizer(nn.Module):
         self.beta = beta
         self.restart_after = restart_after
         self.codebook = nn.Parameter(torch.randn(num_codes, dim))
-        self.register_buffer("steps_unused", torch.zeros(num_codes, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "steps_unused", torch.zeros(num_codes, dtype=torch.long), persistent=False
+        )
 
     def normalized_codebook(self) -> torch.Tensor:
         return F.normalize(self.codebook, dim=-1)

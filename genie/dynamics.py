@@ -14,6 +14,11 @@ Design, for a world that trains and plays on two CPU cores (see DESIGN.md):
   transformer; masked frame j attends to clean frames < j and to itself. This is exactly what
   the cached sampler sees at play time (a clean context and one partly masked frame), and
   every frame of a clip still gets a loss.
+* **previous-frame neighbourhood**: each token's input also gets a 3x3 (depthwise + pointwise)
+  convolution of the previous frame's token embeddings, so local motion ("the sprite was one
+  cell to my left") is visible in the first layer instead of after several attention hops.
+* the action is also added to every token, so "sprite was left of me" (previous-frame
+  neighbourhood) and "action is right" meet in the first layer's MLP.
 * **copy prior**: a learned per-token gate adds a logit bonus to the previous frame's token
   at the same position, so the model does not spend its capacity re-learning static scenes.
 """
@@ -47,6 +52,10 @@ class DynamicsConfig:
     mask_rate_max: float = 1.0
     copy_prior: bool = True  # gate that adds a logit bonus to the previous frame's token
     copy_bias_init: float = 2.0  # initial bonus (nats) for copying, learned per token
+    prev_frame_conv: bool = True  # each token also sees the previous frame's 3x3 neighbourhood
+    action_to_tokens: bool = (
+        True  # also add the action embedding to every token (besides the action token)
+    )
     maskgit_steps: int = 4  # default sampling steps (speed vs. quality)
     temperature: float = 1.0  # default sampling temperature (0 = greedy)
 
@@ -83,10 +92,20 @@ class DynamicsModel(nn.Module, PretrainedMixin):
         self.null_action = c.num_actions  # extra embedding row for "no action yet"
         self.token_emb = nn.Embedding(c.vocab_size + 1, c.width)
         self.action_emb = nn.Embedding(c.num_actions + 1, c.width)
-        self.pos_emb = nn.Parameter(torch.zeros(c.tokens_per_frame + 1, c.width))  # action slot first
+        self.pos_emb = nn.Parameter(
+            torch.zeros(c.tokens_per_frame + 1, c.width)
+        )  # action slot first
         self.transformer = STTransformer(c.width, c.depth, c.heads, c.mlp_ratio)
         self.head = nn.Linear(c.width, c.vocab_size)
         self.copy_gate = nn.Linear(c.width, 1) if c.copy_prior else None
+        self.prev_conv = (
+            nn.Sequential(
+                nn.Conv2d(c.width, c.width, 3, padding=1, groups=c.width),
+                nn.Conv2d(c.width, c.width, 1),
+            )
+            if c.prev_frame_conv
+            else None
+        )
         init_weights(self)
         nn.init.normal_(self.pos_emb, std=0.02)
         if self.copy_gate is not None:
@@ -95,11 +114,21 @@ class DynamicsModel(nn.Module, PretrainedMixin):
 
     # ------------------------------------------------------------------ shared pieces
 
-    def embed(self, tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """tokens: (B, T, N) ids (mask_id allowed); actions: (B, T) ids (null_action allowed)
+    def embed(
+        self, tokens: torch.Tensor, actions: torch.Tensor, prev: torch.Tensor | None
+    ) -> torch.Tensor:
+        """tokens: (B, T, N) ids (mask_id allowed); actions: (B, T) ids (null_action allowed);
+        prev: (B, T, N) ids of each frame's previous frame, or None (first frame)
         -> (B, T, 1+N, D) with the action token first."""
-        x = torch.cat([self.action_emb(actions)[:, :, None], self.token_emb(tokens)], dim=2)
-        return x + self.pos_emb
+        x = self.token_emb(tokens)  # (B, T, N, D)
+        if self.prev_conv is not None and prev is not None:
+            h, w = self.config.grid
+            p = rearrange(self.token_emb(prev), "b t (h w) d -> (b t) d h w", h=h, w=w)
+            x = x + rearrange(self.prev_conv(p), "(b t) d h w -> b t (h w) d", b=x.shape[0])
+        a = self.action_emb(actions)[:, :, None]  # (B, T, 1, D)
+        if self.config.action_to_tokens:
+            x = x + a
+        return torch.cat([a, x], dim=2) + self.pos_emb
 
     def logits(self, h: torch.Tensor, prev_tokens: torch.Tensor | None) -> torch.Tensor:
         """h: (..., 1+N, D) transformer output; prev_tokens: (..., N) -> (..., N, V)."""
@@ -107,12 +136,16 @@ class DynamicsModel(nn.Module, PretrainedMixin):
         logits = self.head(h)
         if self.copy_gate is not None and prev_tokens is not None:
             bonus = self.copy_gate(h)  # (..., N, 1)
-            logits = logits + bonus * F.one_hot(prev_tokens, self.config.vocab_size).to(logits.dtype)
+            logits = logits + bonus * F.one_hot(prev_tokens, self.config.vocab_size).to(
+                logits.dtype
+            )
         return logits
 
     # ------------------------------------------------------------------ training
 
-    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, generator=None) -> DynamicsOutput:
+    def forward(
+        self, tokens: torch.Tensor, actions: torch.Tensor, generator=None
+    ) -> DynamicsOutput:
         """tokens: (B, T, h, w) ids; actions: (B, T-1), actions[:, t] leads from frame t to t+1."""
         b, t = tokens.shape[:2]
         if t < 2:
@@ -120,15 +153,27 @@ class DynamicsModel(nn.Module, PretrainedMixin):
         ids = rearrange(tokens, "b t h w -> b t (h w)")
         dev = ids.device
         null = torch.full((b, 1), self.null_action, device=dev, dtype=torch.long)
-        frame_actions = torch.cat([null, actions.long()], dim=1)  # (B, T) action that led to frame t
+        frame_actions = torch.cat(
+            [null, actions.long()], dim=1
+        )  # (B, T) action that led to frame t
 
         clean, target = ids[:, :-1], ids[:, 1:]  # context frames 0..T-2, targets 1..T-1
         c = self.config
-        rate = torch.empty(b, t - 1, 1, device=dev).uniform_(c.mask_rate_min, c.mask_rate_max, generator=generator)
+        rate = torch.empty(b, t - 1, 1, device=dev).uniform_(
+            c.mask_rate_min, c.mask_rate_max, generator=generator
+        )
         mask = torch.rand(target.shape, device=dev, generator=generator) < rate  # (B, T-1, N)
         masked = target.masked_fill(mask, self.mask_id)
 
-        x = torch.cat([self.embed(clean, frame_actions[:, :-1]), self.embed(masked, frame_actions[:, 1:])], dim=1)
+        # the previous frame of clean frame 0 does not exist: it repeats frame 0 (as at play start)
+        prev_clean = torch.cat([clean[:, :1], clean[:, :-1]], dim=1)
+        x = torch.cat(
+            [
+                self.embed(clean, frame_actions[:, :-1], prev_clean),
+                self.embed(masked, frame_actions[:, 1:], clean),
+            ],
+            dim=1,
+        )
         n = t - 1
         positions = torch.cat([torch.arange(n), torch.arange(1, n + 1)]).to(dev)
         h = self.transformer(x, positions=positions, mask=self.two_stream_mask(n, dev))
@@ -159,15 +204,20 @@ class DynamicsModel(nn.Module, PretrainedMixin):
 
     def new_state(self, max_context: int | None = None) -> DynamicsState:
         """max_context: context frames kept (default T-1, as in training)."""
-        return DynamicsState(cache=self.transformer.new_cache(max_context or self.config.max_frames - 1))
+        return DynamicsState(
+            cache=self.transformer.new_cache(max_context or self.config.max_frames - 1)
+        )
 
     @torch.no_grad()
-    def append_frame(self, state: DynamicsState, tokens: torch.Tensor, action: torch.Tensor | None) -> None:
+    def append_frame(
+        self, state: DynamicsState, tokens: torch.Tensor, action: torch.Tensor | None
+    ) -> None:
         """Commit a frame to the context. tokens: (B, h, w) or (B, N); action: (B,) the action
         that led to it, or None for a first/prompt frame."""
         ids = tokens.reshape(tokens.shape[0], -1)
         act = self._action_ids(action, ids.shape[0], ids.device)
-        x = self.embed(ids[:, None], act[:, None])[:, 0]  # (B, 1+N, D)
+        prev = ids if state.last_tokens is None else state.last_tokens
+        x = self.embed(ids[:, None], act[:, None], prev[:, None])[:, 0]  # (B, 1+N, D)
         self.transformer.step(x, state.cache, commit=True)
         state.last_tokens = ids
 
@@ -197,7 +247,7 @@ class DynamicsModel(nn.Module, PretrainedMixin):
         act = self._action_ids(action, b, state.last_tokens.device)
 
         def run(ids: torch.Tensor) -> torch.Tensor:  # ids (B, N) -> logits (B, N, V)
-            x = self.embed(ids[:, None], act[:, None])[:, 0]
+            x = self.embed(ids[:, None], act[:, None], state.last_tokens[:, None])[:, 0]
             h = self.transformer.step(x, state.cache, commit=False)
             return self.logits(h, state.last_tokens)
 
@@ -226,7 +276,9 @@ class DynamicsModel(nn.Module, PretrainedMixin):
         frame_actions = torch.cat([null, context_actions.long(), act[:, None]], dim=1)  # (B, t+1)
 
         def run(ids: torch.Tensor) -> torch.Tensor:
-            x = self.embed(torch.cat([ctx, ids[:, None]], dim=1), frame_actions)
+            seq = torch.cat([ctx, ids[:, None]], dim=1)
+            prev = torch.cat([ctx[:, :1], ctx], dim=1)  # frame 0's previous is itself
+            x = self.embed(seq, frame_actions, prev)
             h = self.transformer(x)  # causal: the new frame sees all context frames
             return self.logits(h[:, -1], ctx[:, -1])
 
@@ -247,7 +299,9 @@ class DynamicsModel(nn.Module, PretrainedMixin):
             logits = run(ids).float()  # (B, N, V)
             if temperature > 0:
                 probs = F.softmax(logits / temperature, dim=-1)
-                sampled = torch.multinomial(probs.reshape(-1, c.vocab_size), 1, generator=generator).reshape(b, n)
+                sampled = torch.multinomial(
+                    probs.reshape(-1, c.vocab_size), 1, generator=generator
+                ).reshape(b, n)
             else:
                 probs = F.softmax(logits, dim=-1)
                 sampled = probs.argmax(-1)
@@ -266,12 +320,22 @@ class DynamicsModel(nn.Module, PretrainedMixin):
     # ------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
-    def rollout(self, context_tokens, context_actions, future_actions, steps=None, temperature=None, generator=None):
+    def rollout(
+        self,
+        context_tokens,
+        context_actions,
+        future_actions,
+        steps=None,
+        temperature=None,
+        generator=None,
+    ):
         """Autoregressive rollout. context_tokens (B, t, h, w); context_actions (B, t-1);
         future_actions (B, K) -> generated tokens (B, K, h, w)."""
         state = self.new_state()
         for i in range(context_tokens.shape[1]):
-            self.append_frame(state, context_tokens[:, i], None if i == 0 else context_actions[:, i - 1])
+            self.append_frame(
+                state, context_tokens[:, i], None if i == 0 else context_actions[:, i - 1]
+            )
         out = []
         for k in range(future_actions.shape[1]):
             out.append(self.sample_next(state, future_actions[:, k], steps, temperature, generator))
@@ -305,7 +369,11 @@ class DynamicsModel(nn.Module, PretrainedMixin):
         g = torch.Generator(device=tokens.device).manual_seed(0)
         gen = self.rollout(tokens[:, :1], actions[:, :0], actions, generator=g)
         frames = tokenizer.decode(torch.cat([tokens[:, :1], gen], dim=1))
-        truth = batch["frames"][:max_clips].float() / 255 if "frames" in batch else tokenizer.decode(tokens)
+        truth = (
+            batch["frames"][:max_clips].float() / 255
+            if "frames" in batch
+            else tokenizer.decode(tokens)
+        )
         rows = torch.stack([truth, frames], dim=1)  # (B, 2, T, H, W, 3)
         grid = rearrange(rows, "b r t h w c -> (b r h) (t w) c")
         return (grid.clamp(0, 1) * 255).round().byte().cpu().numpy()

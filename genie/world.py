@@ -118,9 +118,14 @@ def check_compatible(tokenizer=None, lam=None, dynamics=None, meta: dict | None 
                 f"dynamics was trained on a {dc.vocab_size}-code vocabulary but the tokenizer has {v} codes"
             )
         if tuple(dc.grid) != tuple(tokenizer.grid):
-            raise UserError(f"dynamics expects {tuple(dc.grid)} tokens per frame, tokenizer gives {tuple(tokenizer.grid)}")
+            raise UserError(
+                f"dynamics expects {tuple(dc.grid)} tokens per frame, tokenizer gives {tuple(tokenizer.grid)}"
+            )
     if lam is not None and dynamics is not None and meta is not None:
-        if meta.get("actions", {}).get("source") == "lam" and lam.num_actions != dynamics.config.num_actions:
+        if (
+            meta.get("actions", {}).get("source") == "lam"
+            and lam.num_actions != dynamics.config.num_actions
+        ):
             raise UserError(
                 f"dynamics has {dynamics.config.num_actions} actions but the LAM has {lam.num_actions}"
             )
@@ -164,7 +169,9 @@ def export_part(world_dir: str | Path, part: str, model, info: dict[str, Any]) -
     return part_dir
 
 
-def set_action_labels(world_dir: str | Path, labels: list[str], keys: list[list[str]] | None = None) -> None:
+def set_action_labels(
+    world_dir: str | Path, labels: list[str], keys: list[list[str]] | None = None
+) -> None:
     meta = read_meta(world_dir)
     actions = meta.setdefault("actions", {"source": "lam"})
     actions["labels"] = list(labels)
@@ -189,7 +196,9 @@ class World:
         meta = read_meta(root)
         for part in ("tokenizer", "dynamics") + (("lam",) if with_lam else ()):
             if not (root / part / "model.safetensors").is_file():
-                raise UserError(f"world {root} is missing its {part} ({root / part}/model.safetensors)")
+                raise UserError(
+                    f"world {root} is missing its {part} ({root / part}/model.safetensors)"
+                )
         # recompute fingerprints: a part replaced on disk must not pass as the original
         meta = dict(meta)
         meta["fingerprints"] = {

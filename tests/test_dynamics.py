@@ -31,7 +31,9 @@ def token_world(batch: int, t: int, seed: int, vocab: int = 12):
 
 
 def tiny_config(**kw) -> DynamicsConfig:
-    base = dict(vocab_size=12, grid=(GRID, GRID), num_actions=5, width=64, depth=2, heads=4, max_frames=4)
+    base = dict(
+        vocab_size=12, grid=(GRID, GRID), num_actions=5, width=64, depth=2, heads=4, max_frames=4
+    )
     base.update(kw)
     return DynamicsConfig(**base)
 
@@ -46,7 +48,9 @@ def test_cached_and_uncached_sampling_are_identical():
     for temperature in (1.0, 0.0):
         g1 = torch.Generator().manual_seed(7)
         g2 = torch.Generator().manual_seed(7)
-        cached = model.sample_next(state, actions[:, 2], temperature=temperature, generator=g1, commit=False)
+        cached = model.sample_next(
+            state, actions[:, 2], temperature=temperature, generator=g1, commit=False
+        )
         uncached = model.sample_next_uncached(
             tokens[:, :3], actions[:, :2], actions[:, 2], temperature=temperature, generator=g2
         )
@@ -63,7 +67,7 @@ def test_two_stream_forward_matches_cached_logits():
     for i in range(3):
         model.append_frame(state, tokens[:, i], None if i == 0 else actions[:, i - 1])
     ids = torch.full((1, GRID * GRID), model.mask_id)
-    x = model.embed(ids[:, None], actions[:, 2:3])[:, 0]
+    x = model.embed(ids[:, None], actions[:, 2:3], state.last_tokens[:, None])[:, 0]
     logits = model.logits(model.transformer.step(x, state.cache, commit=False), state.last_tokens)
     torch.testing.assert_close(out.logits[:, 2], logits, atol=1e-4, rtol=1e-4)
 
@@ -91,29 +95,43 @@ def test_unknown_action_is_rejected():
         model.sample_next(state, torch.tensor([9]))
 
 
+def expected_sprite(tokens: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Where the sprite goes from frame `tokens` (B, G, G) under `actions` (B,): (B, G, G) bool."""
+    out = torch.zeros_like(tokens, dtype=torch.bool)
+    for b in range(tokens.shape[0]):
+        y, x = (tokens[b] == SPRITE).nonzero()[0].tolist()
+        dy, dx = MOVES[int(actions[b])]
+        out[b, int(np.clip(y + dy, 0, GRID - 1)), int(np.clip(x + dx, 0, GRID - 1))] = True
+    return out
+
+
 @pytest.mark.slow
 def test_learns_where_the_action_moves_the_sprite():
     torch.manual_seed(0)
-    model = DynamicsModel(tiny_config())
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    for step in range(400):
-        tokens, actions = token_world(32, 4, seed=step)
+    model = DynamicsModel(tiny_config(width=32, max_frames=3))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30))
+    for step in range(350):
+        tokens, actions = token_world(32, 3, seed=step)
         loss, _ = model.compute_loss({"tokens": tokens, "actions": actions})
         opt.zero_grad()
         loss.backward()
         opt.step()
+        warmup.step()
     model.eval()
-    tokens, actions = token_world(64, 4, seed=10_000)  # held-out episodes
-    g = torch.Generator().manual_seed(0)
-    pred = model.rollout(tokens[:, :3], actions[:, :2], actions[:, 2:3], temperature=0.0, generator=g)[:, 0]
-    target = tokens[:, 3]
-    sprite_ok = ((pred == SPRITE) == (target == SPRITE)).flatten(1).all(1).float().mean().item()
-    token_acc = (pred == target).float().mean().item()
-    assert sprite_ok >= 0.9, f"sprite placed correctly in {sprite_ok:.0%} of frames"
-    assert token_acc >= 0.97
-    # and the action matters: another action puts the sprite elsewhere
-    other = (actions[:, 2:3] + 1) % 4
-    g = torch.Generator().manual_seed(0)
-    alt = model.rollout(tokens[:, :3], actions[:, :2], other, temperature=0.0, generator=g)[:, 0]
-    moved = ((alt == SPRITE) != (pred == SPRITE)).flatten(1).any(1).float().mean().item()
-    assert moved >= 0.7
+    tokens, actions = token_world(64, 3, seed=10_000)  # held-out episodes
+    context, context_actions = tokens[:, :2], actions[:, :1]
+
+    def sprite_hit_rate(next_actions: torch.Tensor) -> float:
+        g = torch.Generator().manual_seed(0)
+        pred = model.rollout(
+            context, context_actions, next_actions[:, None], temperature=0.0, generator=g
+        )[:, 0]
+        want = expected_sprite(tokens[:, 1], next_actions)
+        return (pred == SPRITE)[want].float().mean().item()
+
+    # the sprite lands where the recorded action leads ...
+    assert sprite_hit_rate(actions[:, 1]) >= 0.9
+    # ... and where any other action leads: the model follows the action, not the data
+    other = (actions[:, 1] + 1 + torch.arange(64) % 3) % 4
+    assert sprite_hit_rate(other) >= 0.85
