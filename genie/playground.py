@@ -32,6 +32,7 @@ MAX_UPLOAD = "20mb"  # launch(max_file_size=...)
 QUEUE_SIZE = 64  # events waiting beyond this get Gradio's "queue is full" answer
 MAX_PLAYERS = 8  # live sessions (one engine each); the oldest idle one is evicted first
 IDLE_EVICT_S = 120.0  # a session idle this long may be evicted to make room for a new player
+HOLD_DELAY_S = 0.1  # a key down this long counts as held (shorter: a tap, one frame)
 MAX_HOLD_S = 600.0  # a held key stops streaming after this long (a lost keyup never runs forever)
 GENERATE_MAX_FRAMES = 256
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"]
@@ -65,6 +66,7 @@ class Session:
         self.taps: deque[int] = deque(maxlen=4)  # presses not yet played: each is >= 1 step
         self.streamer: object | None = None  # token of the generator that is streaming
         self.seq = -1  # newest control event applied (older ones arrive late: ignored)
+        self.pressed_at = 0.0  # when the held action was pressed (monotonic seconds)
         self.index = 0  # frames played since the last reset (the frame counter)
         self.resets = 0
         self.fps = 0.0  # steps per second while a key is held (moving average)
@@ -274,34 +276,52 @@ def build_demo(
         try:
             action = probe.action_id(data.get("action"))
         except UserError:
+            yield gr.skip()
             return
         seq = int(data.get("seq", 0))
         me = object()
         with sess.flags:
             sess.taps.append(action)
             if seq > sess.seq:
-                sess.seq, sess.held = seq, action
-            if sess.streamer is not None:  # the running stream picks the new action up
-                return
-            sess.streamer = me
-        started = time.monotonic()
+                sess.seq, sess.held, sess.pressed_at = seq, action, time.monotonic()
+            owner = sess.streamer is None  # else the running stream picks the new action up
+            if owner:
+                sess.streamer = me
+        if not owner:
+            yield gr.skip()  # a generator that yields nothing would blank the screen
+            return
+        started, shown = time.monotonic(), False
         try:
             while not sess.closed and time.monotonic() - started < MAX_HOLD_S:
-                with sess.flags:
-                    if sess.taps:
-                        action = sess.taps.popleft()
-                    elif sess.held is not None:
-                        action = sess.held
-                    else:
-                        sess.streamer = None
-                        return
+                action = next_action(sess)
+                if action is None:
+                    break
                 frame = sess.step(action)
+                shown = True
                 yield show(sess, frame)
+            if not shown:
+                yield gr.skip()
         finally:
             with sess.flags:
                 if sess.streamer is me:
                     sess.streamer = None
                     sess.held = None
+
+    def next_action(sess: Session) -> int | None:
+        """The next action to play, or None (and the stream ends) when nothing is pressed. A
+        press always plays once; holding plays on only once the key has been down for
+        HOLD_DELAY_S, so a quick tap is exactly one frame however late its keyup arrives."""
+        while True:
+            with sess.flags:
+                if sess.taps:
+                    return sess.taps.popleft()
+                if sess.held is None or sess.closed:
+                    sess.streamer = None
+                    return None
+                wait = HOLD_DELAY_S - (time.monotonic() - sess.pressed_at)
+                if wait <= 0:
+                    return sess.held
+            time.sleep(min(wait, 0.01))
 
     def release(evt: gr.EventData, request: gr.Request) -> None:
         sess = sessions._by_id.get(request.session_hash if request else "anonymous")
