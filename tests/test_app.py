@@ -1,0 +1,160 @@
+"""The playground's HTTP API through gradio_client: per-session worlds, generate, clear
+errors for bad uploads, and the bound on live sessions."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from worlds import make_tiny_world
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+# Gradio's own pandas / numpy deprecations are not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+SIZE = 32
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_tiny_world(tmp_path_factory.mktemp("world") / "tiny", frame_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def app(world):
+    from genie import playground
+
+    demo = playground.build_demo(world, max_players=4)
+    url = playground.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
+    yield demo, url
+    demo.close()
+
+
+def client(url):
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def image(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_reset_then_step_changes_the_frame(app):
+    _, url = app
+    c = client(url)
+    start, info = c.predict(None, api_name="/reset")
+    assert image(start).shape == (SIZE, SIZE, 3) and info["frame"] == 0
+    assert info["actions"] == ["left", "right", "up", "down", "noop"]
+    frame, info = c.predict("right", api_name="/step")
+    assert info["frame"] == 1 and info["can_undo"]
+    assert np.abs(image(frame).astype(int) - image(start)).mean() > 1
+    frame2, info = c.predict("3", api_name="/step")
+    assert info["frame"] == 2
+    back, info = c.predict(api_name="/undo")
+    assert info["frame"] == 1
+    np.testing.assert_array_equal(image(back), image(frame))
+
+
+def test_two_clients_have_independent_worlds(app, tmp_path):
+    demo, url = app
+    a, b = client(url), client(url)
+    red = tmp_path / "red.png"
+    Image.fromarray(np.full((50, 80, 3), (220, 20, 20), np.uint8)).save(red)
+    from gradio_client import handle_file
+
+    a_start, _ = a.predict(None, api_name="/reset")
+    b_start, _ = b.predict(handle_file(str(red)), api_name="/reset")
+    assert image(b_start)[..., 0].mean() > 200 and image(a_start)[..., 0].mean() < 200
+    for _ in range(3):
+        _, a_info = a.predict("left", api_name="/step")
+    _, b_info = b.predict("up", api_name="/step")
+    assert a_info["frame"] == 3 and b_info["frame"] == 1
+    back, b_info = b.predict(api_name="/undo")  # B's undo rewinds B only
+    np.testing.assert_array_equal(image(back), image(b_start))
+    _, a_info = a.predict("left", api_name="/step")
+    assert a_info["frame"] == 4
+    assert len(demo.sessions) >= 2
+
+
+def test_generate_returns_a_video(app):
+    _, url = app
+    from genie.video import read_video
+
+    video, file, message = client(url).predict(
+        None, "start_1", "right*3,left", 6, 2, 0, "gif", api_name="/generate"
+    )
+    frames = read_video(video)
+    assert (
+        frames.shape[0] == 7 and frames.shape[2] > frames.shape[1]
+    )  # start + 6; 2 samples side by side
+    assert file.endswith(".gif") and len(read_video(file)) >= 2
+    assert "6 frames × 2 sample(s)" in message
+
+
+def test_bad_upload_is_an_error_message_and_the_server_keeps_serving(app, tmp_path):
+    _, url = app
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    c = client(url)
+    c.predict(None, api_name="/reset")
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"this is not an image")
+    with pytest.raises(AppError, match="not an image"):
+        c.predict(handle_file(str(junk)), api_name="/reset")
+    with pytest.raises(AppError, match="unknown action"):
+        c.predict("jump", api_name="/step")
+    with pytest.raises(AppError, match="unknown action"):
+        c.predict(None, "start_0", "fly*2", 4, 1, 0, "mp4", api_name="/generate")
+    _, info = c.predict("noop", api_name="/step")  # same session, still playing
+    assert info["frame"] == 1
+
+
+def test_sessions_are_bounded_and_idle_ones_evicted(world):
+    from genie.errors import UserError
+    from genie.playground import Sessions
+    from genie.world import World
+
+    w = World.from_folder(world)
+    full = Sessions(w, max_players=2, idle_evict_s=3600)
+    a = full.get("a")
+    full.get("b")
+    assert full.get("a") is a
+    with pytest.raises(UserError, match="too many players"):
+        full.get("c")
+    full.free("a")
+    assert full.get("c") is not a and len(full) == 2 and a.closed
+
+    evicting = Sessions(w, max_players=2, idle_evict_s=0)
+    first = evicting.get("a")
+    evicting.get("b")
+    evicting.get("a")  # "a" becomes the most recently used
+    evicting.get("c")  # evicts "b", the least recently used
+    assert evicting.get("a") is first and len(evicting) == 2 and "b" not in evicting._by_id
+
+
+def test_play_command_fails_cleanly_without_a_world(tmp_path, capsys):
+    from genie.cli import main
+
+    assert main(["play", "--world", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_app_script_parses_its_options():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode == 0 and "--world" in out.stdout and "--share" in out.stdout

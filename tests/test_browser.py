@@ -1,0 +1,157 @@
+"""The playground in headless Chromium: keys move the world, a held key streams frames, and
+each browser session plays its own world."""
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from worlds import make_tiny_world
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+FRAME = "#genie-screen img[data-frame]"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"
+    ),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning"),
+]
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    from genie import playground
+
+    world = make_tiny_world(tmp_path_factory.mktemp("world") / "tiny")
+    demo = playground.build_demo(world, max_players=4)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = playground.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    yield demo, url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+def open_world(browser, url):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(url, wait_until="load")  # Gradio keeps a connection open: never "networkidle"
+    page.wait_for_selector(FRAME, timeout=30_000)  # the real frame, not the placeholder
+    return context, page
+
+
+def frame_index(page) -> int:
+    return int(page.eval_on_selector(FRAME, "e => e.dataset.frame"))
+
+
+def frame_src(page) -> str:
+    return page.eval_on_selector(FRAME, "e => e.src")
+
+
+def wait_frame(page, at_least: int, timeout=10_000):
+    page.wait_for_function(
+        f"() => Number(document.querySelector('{FRAME}').dataset.frame) >= {at_least}",
+        timeout=timeout,
+    )
+
+
+def settle(page, quiet_s=0.4, timeout_s=5.0):
+    """Wait until no new frame arrives for `quiet_s` (the stream after a keyup has ended)."""
+    end, last, since = time.time() + timeout_s, frame_index(page), time.time()
+    while time.time() < end:
+        time.sleep(0.05)
+        now = frame_index(page)
+        if now != last:
+            last, since = now, time.time()
+        elif time.time() - since >= quiet_s:
+            return now
+    raise AssertionError("frames kept arriving after the key was released")
+
+
+def test_keys_move_the_world_and_holding_streams_frames(app, browser):
+    _, url = app
+    context, page = open_world(browser, url)
+    try:
+        assert frame_index(page) == 0
+        assert "←" in page.inner_text("#genie-keys")  # the key map is on screen
+        start = frame_src(page)
+        page.keyboard.press("ArrowRight")
+        wait_frame(page, 1)
+        assert frame_src(page) != start
+        page.keyboard.press("w")
+        wait_frame(page, 2)
+        n = settle(page)
+
+        page.keyboard.down("ArrowLeft")
+        time.sleep(1.0)
+        page.keyboard.up("ArrowLeft")
+        held = settle(page) - n
+        assert held >= 5, f"only {held} frames while the key was held for 1 s"
+
+        n = frame_index(page)
+        page.click("text=↶ Undo")
+        page.wait_for_function(
+            f"() => Number(document.querySelector('{FRAME}').dataset.frame) == {n - 1}"
+        )
+    finally:
+        context.close()
+
+
+def test_on_screen_buttons_step_the_world(app, browser):
+    _, url = app
+    context, page = open_world(browser, url)
+    try:
+        page.click("#genie-keys button[data-action='1']")
+        wait_frame(page, 1)
+    finally:
+        context.close()
+
+
+def test_each_browser_session_plays_its_own_world(app, browser):
+    demo, url = app
+    ctx_a, a = open_world(browser, url)
+    ctx_b, b = open_world(browser, url)
+    try:
+        b_src = frame_src(b)
+        a.keyboard.down("d")
+        time.sleep(0.6)
+        a.keyboard.up("d")
+        settle(a)
+        assert frame_index(a) >= 2
+        assert frame_index(b) == 0 and frame_src(b) == b_src  # B saw none of A's frames
+        b.keyboard.press("s")
+        wait_frame(b, 1)
+        settle(b)
+        assert frame_index(b) == 1
+        live = len(demo.sessions)
+        ctx_b.close()  # closing the tab frees its world (demo.unload)
+        deadline = time.time() + 10
+        while len(demo.sessions) >= live and time.time() < deadline:
+            time.sleep(0.1)
+        assert len(demo.sessions) == live - 1
+    finally:
+        ctx_a.close()
