@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -251,9 +252,7 @@ def record_coinrun(
                     buffers.append(_buffers(n_buf, steps))
                 played = record_coinrun_batch(levels, steps, actions, seed, out=buffers[k % 2])
                 episodes = [
-                    EpisodeData(
-                        f"level-{lv}", split, p["frames"], a, p["rewards"], p["firsts"], seed=lv
-                    )
+                    EpisodeData(f"level-{lv}", split, actions=a, seed=lv, **p)
                     for (split, lv), a, p in zip(batch, actions, played, strict=True)
                 ]
                 if writing is not None:
@@ -370,17 +369,7 @@ def record_atari(
             for split, lv in todo[i : i + per_shard]:
                 actions = episode_actions(seed, lv, steps, n, action_repeat)
                 p = record_atari_episode(env, lv, actions, size)
-                pending.append(
-                    EpisodeData(
-                        f"seed-{lv}",
-                        split,
-                        p["frames"],
-                        actions,
-                        p["rewards"],
-                        p["firsts"],
-                        seed=lv,
-                    )
-                )
+                pending.append(EpisodeData(f"seed-{lv}", split, actions=actions, seed=lv, **p))
                 bar.update(steps)
             w.write_shard(pending)
             frames += len(pending) * steps
@@ -463,7 +452,8 @@ def run(args: argparse.Namespace) -> int:
             )
     except KeyboardInterrupt:
         print(
-            f"stopped: the episodes saved in {args.out} are intact; rerun the same command to continue"
+            f"the episodes saved in {args.out} are intact; rerun the same command to continue",
+            file=sys.stderr,
         )
         raise
     if res.recorded == 0:
