@@ -1,0 +1,238 @@
+"""Latent action model (Genie §2.2): infers a discrete action per step from raw pixels alone.
+
+Dimension letters: B batch, T frames, H/W pixels, N = h*w patches per frame, D width,
+E action-latent width, A latent actions (codebook size), P patch size.
+
+* **Encoder**: frames x_1..x_T -> linear patch embedding + spatial positions, one learned
+  *action token* added to each frame's patches -> causal `STTransformer`. The action token of
+  frame t+1 sees x_1..x_{t+1} (temporal attention compares each patch with its past), so it
+  can say what changed from x_t to x_{t+1} -> linear to E -> `VectorQuantizer` with A codes.
+* **Decoder**: x_1..x_{T-1} patch-embedded, the quantised action a_t added to every token of
+  frame t -> causal `STTransformer` -> per patch, the *change* x_{t+1} - x_t (predict_delta).
+  It never sees x_{t+1}, so the only way to predict the change is through a_t: the tiny
+  codebook is forced to carry "what the player did". All steps are trained in one pass.
+
+At play time the LAM is not run: the user picks one of the A codes. It labels training
+clips for the dynamics (`infer_actions`) and its codes are compared with true actions by
+`best_mapping_accuracy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from genie.blocks import STTransformer, VectorQuantizer, init_weights, psnr
+from genie.pretrained import PretrainedMixin
+from genie.tokenizer import frame_strip, to_float_frames
+
+
+@dataclass
+class LAMConfig:
+    frame_size: int = 64  # H = W of the (square) frames
+    patch_size: int = 8  # P: pixels per patch side
+    num_actions: int = 8  # A: latent action codebook size (Genie: 8; 6 on CoinRun)
+    action_dim: int = 16  # E: action latent width; small, so a code carries little but the action
+    width: int = 128  # D: transformer width (encoder and decoder)
+    enc_depth: int = 2  # space-time blocks of the encoder
+    dec_depth: int = 2  # space-time blocks of the decoder
+    heads: int = 4  # attention heads (head width D / heads)
+    mlp_ratio: float = 4.0  # MLP hidden width / D
+    max_frames: int = 16  # longest clip the model is trained on (rotary positions go beyond)
+    vq_beta: float = 0.25  # commitment weight inside the VQ loss
+    vq_weight: float = 0.02  # weight of the VQ loss: the per-pixel MSE of mostly static frames is
+    # tiny, and a full-weight commitment term freezes the latents before the decoder learns to use them
+    vq_restart_after: int = 50  # training steps a code may go unused before it is re-seeded
+    predict_delta: bool = True  # decoder predicts x_{t+1} - x_t (static content is free)
+    encoder_input: str = "frames+diff"  # what the encoder embeds per patch: "frames" (x_t, as Genie),
+    # "diff" (x_t - x_{t-1}) or "frames+diff" (both): with the difference, motion is visible from step 0
+
+    def __post_init__(self):
+        if self.encoder_input not in ("frames", "diff", "frames+diff"):
+            raise ValueError(f"encoder_input must be 'frames', 'diff' or 'frames+diff', got {self.encoder_input!r}")
+        if self.frame_size % self.patch_size:
+            raise ValueError(f"frame_size {self.frame_size} is not a multiple of patch_size {self.patch_size}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        n = self.frame_size // self.patch_size
+        return (n, n)
+
+
+@dataclass
+class LAMOutput:
+    actions: torch.Tensor  # (B, T-1) latent action ids; a_t explains frame t -> t+1
+    recon: torch.Tensor  # (B, T-1, H, W, 3) predictions of frames 2..T, float (unclamped)
+    losses: dict[str, torch.Tensor]  # "recon", "vq" (scalars)
+    perplexity: torch.Tensor  # exp(entropy) of action usage in the batch
+    usage: torch.Tensor  # fraction of the A codes used in the batch
+
+
+class LatentActionModel(nn.Module, PretrainedMixin):
+    """Frames uint8 (B, T, H, W, 3) -> latent actions (B, T-1). See the module docstring."""
+
+    config_class = LAMConfig
+    model_type = "lam"
+
+    def __init__(self, config: LAMConfig):
+        super().__init__()
+        self.config = c = config
+        h, w = c.grid
+        patch_dim = 3 * c.patch_size**2
+        self.enc_embed = nn.Linear(patch_dim * (2 if c.encoder_input == "frames+diff" else 1), c.width)
+        self.enc_pos = nn.Parameter(torch.zeros(h * w + 1, c.width))  # patches + action token
+        self.action_token = nn.Parameter(torch.zeros(c.width))
+        self.encoder = STTransformer(c.width, c.enc_depth, c.heads, c.mlp_ratio)
+        self.to_action = nn.Linear(c.width, c.action_dim)
+        # centre the latents (batch statistics in training, running ones after) so their
+        # directions spread over the sphere: a tiny cosine codebook otherwise collapses to one code
+        self.action_norm = nn.BatchNorm1d(c.action_dim, affine=False, momentum=0.1)
+        self.vq = VectorQuantizer(c.num_actions, c.action_dim, beta=c.vq_beta, restart_after=c.vq_restart_after)
+        self.dec_embed = nn.Linear(patch_dim, c.width)
+        self.dec_pos = nn.Parameter(torch.zeros(h * w, c.width))
+        self.from_action = nn.Linear(c.action_dim, c.width)
+        self.decoder = STTransformer(c.width, c.dec_depth, c.heads, c.mlp_ratio)
+        self.to_patch = nn.Linear(c.width, patch_dim)
+        init_weights(self)
+        for p in (self.enc_pos, self.action_token, self.dec_pos):
+            nn.init.normal_(p, std=0.02)
+        if c.predict_delta:  # start as "copy the last frame": learning begins with what changed
+            nn.init.zeros_(self.to_patch.weight)
+        with torch.no_grad():
+            self.vq.codebook.normal_()
+
+    @property
+    def num_actions(self) -> int:
+        return self.config.num_actions
+
+    def _patches(self, x: torch.Tensor) -> torch.Tensor:
+        """float frames (B, T, H, W, 3) -> patches (B, T, N, P*P*3)."""
+        p = self.config.patch_size
+        return rearrange(x, "b t (h p) (w q) c -> b t (h w) (p q c)", p=p, q=p)
+
+    def _check(self, frames: torch.Tensor) -> None:
+        s = self.config.frame_size
+        if frames.ndim != 5 or tuple(frames.shape[2:]) != (s, s, 3) or frames.shape[1] < 2:
+            raise ValueError(f"expected frames (B, T>=2, {s}, {s}, 3), got {tuple(frames.shape)}")
+
+    def _encode(self, patches: torch.Tensor, update_stats: bool) -> torch.Tensor:
+        """patches (B, T, N, P*P*3) in [-1, 1] -> centred action latents (B, T-1, E).
+        update_stats: normalise with batch statistics and update the running ones (training)."""
+        b, t = patches.shape[:2]
+        mode = self.config.encoder_input
+        if mode != "frames":
+            diff = torch.cat([torch.zeros_like(patches[:, :1]), patches.diff(dim=1)], dim=1)
+            patches = diff if mode == "diff" else torch.cat([patches, diff], dim=-1)  # (B, T, N, 2*P*P*3)
+        x = self.enc_embed(patches)  # (B, T, N, D)
+        tok = self.action_token.expand(b, t, 1, -1)
+        x = torch.cat([tok, x], dim=2) + self.enc_pos  # (B, T, 1+N, D)
+        x = self.encoder(x)
+        z = self.to_action(x[:, 1:, 0])  # action token of frames 2..T: (B, T-1, E)
+        norm = self.action_norm
+        z = F.batch_norm(
+            z.flatten(0, 1), norm.running_mean, norm.running_var, training=update_stats, momentum=norm.momentum
+        )
+        return z.reshape(b, t - 1, -1)
+
+    def forward(self, frames: torch.Tensor) -> LAMOutput:
+        """frames uint8 (B, T, H, W, 3) -> latent actions and predictions of frames 2..T."""
+        self._check(frames)
+        x = to_float_frames(frames)
+        patches = self._patches(x * 2 - 1)  # (B, T, N, P*P*3)
+        q = self.vq(self._encode(patches, update_stats=self.training))  # quantized (B, T-1, E)
+        h = self.dec_embed(patches[:, :-1]) + self.dec_pos  # (B, T-1, N, D)
+        h = h + self.from_action(q.quantized)[:, :, None]  # a_t added to every token of frame t
+        out = self.to_patch(self.decoder(h)) * 0.5  # (B, T-1, N, P*P*3), [-1,1] -> [0,1] scale
+        gh, gw = self.config.grid
+        p = self.config.patch_size
+        out = rearrange(out, "b t (h w) (p q c) -> b t (h p) (w q) c", h=gh, w=gw, p=p, q=p)
+        recon = x[:, :-1] + out if self.config.predict_delta else out + 0.5
+        losses = {"recon": F.mse_loss(recon, x[:, 1:]), "vq": self.config.vq_weight * q.loss}
+        return LAMOutput(actions=q.ids, recon=recon, losses=losses, perplexity=q.perplexity, usage=q.usage)
+
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """batch["frames"] uint8 (B, T, H, W, 3) -> (loss, metrics)."""
+        frames = batch["frames"]
+        out = self(frames)
+        loss = sum(out.losses.values())
+        with torch.no_grad():
+            x = to_float_frames(frames)
+            p = psnr(out.recon.clamp(0, 1), x[:, 1:]).mean()
+        metrics = {
+            "loss": loss.item(),
+            "recon_mse": out.losses["recon"].item(),
+            "vq_loss": out.losses["vq"].item(),
+            "psnr": p.item(),
+            "action_usage": out.usage.item(),
+            "perplexity": out.perplexity.item(),
+        }
+        return loss, metrics
+
+    @torch.no_grad()
+    def infer_actions(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames uint8 (B, T, H, W, 3) -> latent action ids (B, T-1); a_t: frame t -> t+1."""
+        self._check(frames)
+        patches = self._patches(to_float_frames(frames) * 2 - 1)
+        z = F.normalize(self._encode(patches, update_stats=False), dim=-1)
+        return (z @ self.vq.normalized_codebook().t()).argmax(-1)  # nearest code, no restarts
+
+    @torch.no_grad()
+    def evaluate(self, batch: dict) -> dict[str, float]:
+        """PSNR of the predicted next frames (capped at 50 dB) beside copying the last frame,
+        action usage/perplexity and, when the batch has true actions, the accuracy of the best
+        latent -> true mapping fitted on this batch (in-sample)."""
+        was = self.training
+        self.eval()
+        out = self(batch["frames"])
+        self.train(was)
+        x = to_float_frames(batch["frames"])
+        metrics = {
+            "psnr": psnr(out.recon.clamp(0, 1), x[:, 1:]).mean().item(),
+            "psnr_copy_last": psnr(x[:, :-1], x[:, 1:]).mean().item(),
+            "recon_mse": out.losses["recon"].item(),
+            "action_usage": out.usage.item(),
+            "perplexity": out.perplexity.item(),
+        }
+        if batch.get("actions") is not None:
+            true = batch["actions"][:, :-1]
+            acc, _ = best_mapping_accuracy(out.actions, true, self.num_actions, int(true.max()) + 1)
+            metrics["true_action_acc"] = acc
+        return metrics
+
+    @torch.no_grad()
+    def visualize(self, batch: dict, max_clips: int = 2, max_frames: int = 8) -> np.ndarray:
+        """uint8 (H', W', 3): per clip, true frames 2..T above the decoder's predictions of them."""
+        frames = batch["frames"][:max_clips, :max_frames]
+        was = self.training
+        self.eval()
+        recon = self(frames).recon.clamp(0, 1)
+        self.train(was)
+        return frame_strip([to_float_frames(frames)[:, 1:], recon])
+
+
+def best_mapping_accuracy(
+    latent,
+    true,
+    num_latent: int,
+    num_true: int,
+    mapping: np.ndarray | None = None,
+) -> tuple[float, np.ndarray]:
+    """How well latent actions tell the true ones: map each latent code to the true action it
+    most often co-occurs with (majority vote) and score that mapping.
+
+    latent, true: int arrays/tensors of the same shape. mapping: (num_latent,) to score a
+    mapping fitted elsewhere (e.g. on training clips) instead of fitting one here.
+    Returns (accuracy in [0, 1], mapping (num_latent,) int64; unseen codes map to -1)."""
+    latent = np.asarray(torch.as_tensor(latent).cpu()).reshape(-1).astype(np.int64)
+    true = np.asarray(torch.as_tensor(true).cpu()).reshape(-1).astype(np.int64)
+    if mapping is None:
+        counts = np.zeros((num_latent, num_true), dtype=np.int64)
+        np.add.at(counts, (latent, true), 1)
+        mapping = np.where(counts.sum(1) > 0, counts.argmax(1), -1)
+    accuracy = float((np.asarray(mapping)[latent] == true).mean()) if len(true) else 0.0
+    return accuracy, np.asarray(mapping, dtype=np.int64)
