@@ -9,6 +9,7 @@ from genie.errors import UserError
 from training.metrics_log import read
 
 SKIP = {"step", "epoch", "elapsed_s"}  # not curves
+TRAILING = {"lr", "grad_norm", "frames_per_s", "tokens_per_s"}  # panels after the metrics
 
 
 def _floats(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[float]]:
@@ -39,6 +40,7 @@ def plot(run_dir: str | Path, out: str | Path | None = None) -> Path:
     names = [c for c in header if c not in SKIP and not c.startswith("val_")]
     names += [c[4:] for c in header if c.startswith("val_") and c[4:] not in names]
     names = [n for n in names if _floats(rows, n)[0] or _floats(rows, "val_" + n)[0]]
+    names.sort(key=lambda n: (n != "loss", n in TRAILING))  # loss first, bookkeeping last (stable)
     cols = min(3, len(names))
     nrows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.2 * nrows), squeeze=False)

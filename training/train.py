@@ -219,7 +219,10 @@ def train(args) -> int:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             image = part.visualize(model, part.batch(raw))
         model.train()
-        Image.fromarray(image).save(run_dir / "samples" / f"step_{step:07d}.png")
+        img = Image.fromarray(image)
+        if min(img.size) < 256:  # small frames: nearest-neighbour upscale so a person can see them
+            img = img.resize((img.width * 2, img.height * 2), Image.NEAREST)
+        img.save(run_dir / "samples" / f"step_{step:07d}.png")
 
     last_val: dict[str, float] = {}
     last_train: dict[str, float] = {}

@@ -1,0 +1,283 @@
+"""`genie train` / `genie plot`: a run writes its log, samples, checkpoint and world part; a
+resumed run ends where an uninterrupted one does; two processes read disjoint data and end
+with the same weights; bad input ends in one line and exit code 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from synthetic import ACTIONS, make_episode
+
+from genie.cli import main
+from genie.errors import UserError
+from genie.world import export_part, load_part
+from training import presets
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ["--preset", "tiny", "--log-every", "1", "--eval-batches", "1"]
+
+
+def write_dataset(root: Path, episodes: int, length: int, val_episodes: int) -> Path:
+    """Synthetic sprite episodes (32x32, 5 actions) in the dataset format, train + val splits."""
+    from genie.data import DatasetWriter, EpisodeData
+
+    space = {"n": len(ACTIONS), "labels": list(ACTIONS)}
+    with DatasetWriter(
+        root, frame_size=(32, 32), source={"kind": "synthetic"}, fps=15.0, action_space=space
+    ) as w:
+        eps = []
+        for i in range(episodes + val_episodes):
+            frames, actions = make_episode(seed=i, length=length)
+            split = "train" if i < episodes else "val"
+            eps.append(EpisodeData(name=f"ep-{i}", split=split, frames=frames, actions=actions))
+        w.write_shard(eps)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """A tiny synthetic dataset: 32x32 frames, 5 actions, train and val splits."""
+    return write_dataset(
+        tmp_path_factory.mktemp("data") / "sprites", episodes=6, length=12, val_episodes=2
+    )
+
+
+def genie(*argv) -> int:
+    return main([str(a) for a in argv])
+
+
+def train(part: str, data: Path, world: Path, run_dir: Path, *extra) -> int:
+    """`genie train PART` with the tiny preset, one metrics row per step, one val batch."""
+    return genie(
+        "train", part, "--data", data, "--world", world, "--run-dir", run_dir, *TRAIN, *extra
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def tokenizer_world(path: Path, num_codes: int = 64) -> Path:
+    """A world holding a random-init tokenizer of the tiny preset's shape."""
+    from genie.pretrained import config_from_dict
+    from genie.tokenizer import TokenizerConfig, VideoTokenizer
+
+    model = presets.load("tiny", "tokenizer").model | {"num_codes": num_codes}
+    torch.manual_seed(0)
+    export_part(path, "tokenizer", VideoTokenizer(config_from_dict(TokenizerConfig, model)), {})
+    return path
+
+
+# ---------------------------------------------------------------------- presets
+
+
+def test_presets_load_validate_and_override(tmp_path, monkeypatch):
+    p = presets.load("tiny", "tokenizer", {"steps": 3, "lr": None})
+    assert p.train.steps == 3 and p.train.lr > 0
+    for name in ("tiny", "coinrun-cpu", "coinrun-gpu"):
+        for part in presets.PARTS:
+            presets.load(name, part)
+    with pytest.raises(UserError, match="available: .*tiny"):
+        presets.load("nope", "tokenizer")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "tokenizer.json").write_text(
+        json.dumps({"model": {"widht": 8}, "train": {}})
+    )
+    (tmp_path / "bad" / "lam.json").write_text(json.dumps({"model": {}, "train": {"stpes": 8}}))
+    monkeypatch.setattr(presets, "PRESETS_DIR", tmp_path)
+    with pytest.raises(UserError, match="unknown model key.*widht"):
+        presets.load("bad", "tokenizer")
+    with pytest.raises(UserError, match="unknown train key.*stpes"):
+        presets.load("bad", "lam")
+
+
+# ---------------------------------------------------------------------- one run, then plot
+
+
+def test_train_tokenizer_writes_run_and_world(data, tmp_path):
+    world, run = tmp_path / "world", tmp_path / "run"
+    assert train("tokenizer", data, world, run, "--steps", 3) == 0
+
+    rows = read_csv(run / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["val_psnr"] and rows[-1]["val_psnr"] and rows[-1]["loss"] and rows[-1]["lr"]
+    assert float(rows[-1]["frames_per_s"]) > 0
+    assert {p.name for p in (run / "samples").iterdir()} == {"step_0000000.png", "step_0000003.png"}
+    state = json.loads((run / "checkpoint" / "trainer.json").read_text())
+    assert state["step"] == 3 and state["preset"] == "tiny" and state["part"] == "tokenizer"
+    for name in (
+        "model/config.json",
+        "model/model.safetensors",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng_0.pt",
+    ):
+        assert (run / "checkpoint" / name).is_file()
+    assert not (run / "checkpoint.tmp").exists() and not (run / "checkpoint.old").exists()
+    assert load_part(world, "tokenizer").config.frame_size == 32
+    meta = json.loads((world / "world.json").read_text())
+    info = meta["training"]["tokenizer"]
+    assert info["steps"] == 3 and info["preset"] == "tiny" and info["processes"] == 1
+
+    assert genie("plot", run, "--out", tmp_path / "curves.png") == 0
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lam_then_dynamics_on_latent_actions(data, tmp_path):
+    world = tokenizer_world(tmp_path / "world")
+    assert train("lam", data, world, tmp_path / "lam", "--steps", 2) == 0
+    lam = load_part(world, "lam")
+    assert (
+        train("dynamics", data, world, tmp_path / "dyn", "--steps", 2) == 0
+    )  # default: LAM actions
+    meta = json.loads((world / "world.json").read_text())
+    assert meta["actions"]["source"] == meta["training"]["dynamics"]["action_source"] == "lam"
+    assert load_part(world, "dynamics").config.num_actions == lam.num_actions
+    assert (tmp_path / "dyn" / "samples" / "step_0000002.png").is_file()
+
+
+# ---------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("part", ["tokenizer", "dynamics"])
+def test_resumed_run_equals_uninterrupted_run(part, data, tmp_path):
+    """Tokenizer (with EMA): VQ restart counters, EMA state; dynamics: random masks (RNG
+    state) and the data order across epoch boundaries."""
+    if part == "tokenizer":  # the tiny preset with EMA on
+        preset = json.loads((presets.PRESETS_DIR / "tiny" / "tokenizer.json").read_text())
+        preset["train"]["ema_decay"] = 0.9
+        (tmp_path / "ema").mkdir()
+        (tmp_path / "ema" / "tokenizer.json").write_text(json.dumps(preset))
+        extra, steps, stop = ["--preset", str(tmp_path / "ema")], 5, 2
+    else:
+        extra, steps, stop = ["--action-source", "true"], 6, 3  # 2 batches per epoch
+    weights, logs = {}, {}
+    for name in ("straight", "resumed"):
+        world, run_dir = tmp_path / f"world-{name}", tmp_path / f"run-{name}"
+        if part == "dynamics":
+            tokenizer_world(world)
+        if name == "straight":
+            assert train(part, data, world, run_dir, *extra, "--steps", steps) == 0
+        else:
+            assert (
+                train(part, data, world, run_dir, *extra, "--steps", steps, "--stop-at", stop) == 0
+            )
+            assert json.loads((run_dir / "checkpoint" / "trainer.json").read_text())["step"] == stop
+            assert train(part, data, world, run_dir, *extra, "--resume") == 0
+        weights[name] = load_file(str(world / part / "model.safetensors"))
+        logs[name] = read_csv(run_dir / "metrics.csv")
+    for key, value in weights["straight"].items():
+        torch.testing.assert_close(weights["resumed"][key], value, atol=1e-6, rtol=1e-5, msg=key)
+    assert [r["step"] for r in logs["resumed"]] == [r["step"] for r in logs["straight"]]
+    losses = {n: [float(r["loss"] or 0) for r in rows] for n, rows in logs.items()}
+    assert losses["resumed"] == pytest.approx(losses["straight"], rel=1e-5)
+
+
+# ---------------------------------------------------------------------- two processes
+
+
+def test_two_processes_read_disjoint_data_and_end_equal(data, tmp_path):
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+    ]
+    cmd += [
+        "-m",
+        "training.train",
+        "tokenizer",
+        "--data",
+        str(data),
+        "--world",
+        str(tmp_path / "world"),
+    ]
+    cmd += ["--run-dir", str(run), "--steps", "3", "--batch-size", "2", "--debug-shards", *TRAIN]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 process(es)" in out.stdout
+    seen = []
+    for rank in (0, 1):
+        lines = (run / "debug" / f"clips_rank{rank}.txt").read_text().split("\n")
+        seen.append([[int(i) for i in line.split()[1:]] for line in lines if line])
+    assert len(seen[0]) == len(seen[1]) == 3
+    for step in range(3):  # each step, the two processes trained on different clips
+        assert not set(seen[0][step]) & set(seen[1][step])
+    assert not set(sum(seen[0], [])) & set(sum(seen[1], []))  # within one epoch: no clip twice
+    w0, w1 = (load_file(str(run / "debug" / f"weights_rank{r}.safetensors")) for r in (0, 1))
+    for key in w0:
+        torch.testing.assert_close(w0[key], w1[key], atol=0, rtol=0, msg=key)
+    assert json.loads((run / "checkpoint" / "trainer.json").read_text())["num_processes"] == 2
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+def bad_cases(data: Path, tmp: Path) -> dict[str, list]:
+    (tmp / "empty").mkdir()
+    short = write_dataset(tmp / "short", episodes=2, length=3, val_episodes=0)
+    small = tokenizer_world(tmp / "small-vocab", num_codes=32)
+    return {
+        "missing data": ["tokenizer", "--data", tmp / "nope", "--world", tmp / "w", *TRAIN],
+        "no episodes": ["tokenizer", "--data", tmp / "empty", "--world", tmp / "w", *TRAIN],
+        "clip_len > episodes": ["tokenizer", "--data", short, "--world", tmp / "w", *TRAIN],
+        "unknown preset": ["tokenizer", "--data", data, "--world", tmp / "w", "--preset", "huge"],
+        "world without tokenizer": ["dynamics", "--data", data, "--world", tmp / "w", *TRAIN],
+        "world without lam": ["dynamics", "--data", data, "--world", small, *TRAIN],
+        "resume without checkpoint": [
+            "lam",
+            "--data",
+            data,
+            "--world",
+            tmp / "w",
+            "--resume",
+            "--run-dir",
+            tmp,
+        ],
+    }
+
+
+def test_bad_input_gives_one_line_and_exit_code_2(data, tmp_path, capsys):
+    for name, argv in bad_cases(data, tmp_path).items():
+        capsys.readouterr()
+        assert genie("train", *argv) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "error" in err, (name, err)
+
+
+def test_dynamics_resumed_on_another_tokenizer_is_refused(data, tmp_path, capsys):
+    world, run = tokenizer_world(tmp_path / "w", num_codes=64), tmp_path / "run"
+    assert (
+        train("dynamics", data, world, run, "--action-source", "true", "--steps", 4, "--stop-at", 1)
+        == 0
+    )
+    tokenizer_world(world, num_codes=32)  # the world's tokenizer now has another vocabulary
+    capsys.readouterr()
+    assert train("dynamics", data, world, run, "--resume") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "vocabulary" in err, err
+
+
+def test_cli_exit_code_from_a_real_process(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "genie", "train", "tokenizer", "--data", str(tmp_path / "nope")]
+        + ["--world", str(tmp_path / "w"), "--preset", "tiny"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
