@@ -16,6 +16,7 @@ import html
 import io
 import json
 import os
+import queue
 import secrets
 import tempfile
 import threading
@@ -35,6 +36,7 @@ IDLE_EVICT_S = 120.0  # a session idle this long may be evicted to make room for
 HOLD_DELAY_S = 0.1  # a key down this long counts as held (shorter: a tap, one frame)
 MAX_HOLD_S = 600.0  # a held key stops streaming after this long (a lost keyup never runs forever)
 GENERATE_MAX_FRAMES = 256
+_DONE = object()  # end of a stream of frames
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"]
 KEY_NAMES = {"ArrowLeft": "←", "ArrowRight": "→", "ArrowUp": "↑", "ArrowDown": "↓", " ": "Space"}
 
@@ -290,22 +292,46 @@ def build_demo(
         if not owner:
             yield gr.skip()  # a generator that yields nothing would blank the screen
             return
-        started, shown = time.monotonic(), False
+        # The world steps in a worker thread while this generator sends the previous frame,
+        # so model time overlaps transport; the one-slot queue keeps it at most a frame ahead.
+        frames: queue.Queue = queue.Queue(maxsize=1)
+        stop = threading.Event()
+        worker = threading.Thread(target=play_while_held, args=(sess, frames, stop), daemon=True)
+        worker.start()
+        shown = False
         try:
-            while not sess.closed and time.monotonic() - started < MAX_HOLD_S:
-                action = next_action(sess)
-                if action is None:
-                    break
-                frame = sess.step(action)
+            while (item := frames.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
                 shown = True
-                yield show(sess, frame)
+                yield item
             if not shown:
                 yield gr.skip()
         finally:
+            stop.set()  # the page went away mid-stream: the worker ends after its step
             with sess.flags:
                 if sess.streamer is me:
                     sess.streamer = None
                     sess.held = None
+
+    def play_while_held(sess: Session, frames: queue.Queue, stop: threading.Event) -> None:
+        def put(item) -> None:
+            while not stop.is_set():
+                try:
+                    return frames.put(item, timeout=0.1)
+                except queue.Full:
+                    pass
+
+        started = time.monotonic()
+        try:
+            while not stop.is_set() and not sess.closed and time.monotonic() - started < MAX_HOLD_S:
+                action = next_action(sess)
+                if action is None:
+                    break
+                put(show(sess, sess.step(action)))
+        except Exception as e:  # raised again in the generator, where Gradio reports it
+            put(e)
+        put(_DONE)
 
     def next_action(sess: Session) -> int | None:
         """The next action to play, or None (and the stream ends) when nothing is pressed. A
@@ -619,7 +645,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads",
         type=int,
-        help="torch CPU threads (default: torch's; 1 is faster on a busy machine)",
+        default=1,
+        help="torch CPU threads per step (default 1: steady latency while the server, the browser "
+        "and other players share the CPU; on a 2-core machine 2 threads stall badly under load)",
     )
     p.add_argument(
         "--size", type=int, default=384, help="displayed frame size in pixels (default 384)"

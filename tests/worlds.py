@@ -78,6 +78,31 @@ def make_tiny_world(
     return path
 
 
+COINRUN_LABELS = ["left", "right", "jump", "jump right", "jump left", "down", "noop", "action 7"]
+
+
+def make_coinrun_size_world(path: str | Path, seed: int = 0) -> Path:
+    """A random-init world with the shipped CoinRun world's sizes (64x64 frames, 8x8 tokens, the
+    default tokenizer, the `coinrun-cpu` dynamics preset, 8 latent actions): for timing play
+    before a trained world exists. Its frames are noise."""
+    path = Path(path)
+    torch.manual_seed(seed)
+    tokenizer = VideoTokenizer(TokenizerConfig()).eval()
+    dyn_cfg = DynamicsConfig(vocab_size=tokenizer.num_codes, grid=tokenizer.grid, num_actions=8)
+    dynamics = DynamicsModel(dyn_cfg).eval()
+    export_part(
+        path, "tokenizer", tokenizer, {"note": "random init, CoinRun sizes (tests/worlds.py)"}
+    )
+    export_part(
+        path, "dynamics", dynamics, {"note": "random init, CoinRun sizes", "action_source": "lam"}
+    )
+    set_action_labels(path, COINRUN_LABELS)
+    (path / "examples").mkdir(exist_ok=True)
+    for i, img in enumerate(example_images(64, seed)):
+        Image.fromarray(img).save(path / "examples" / f"start_{i}.png")
+    return path
+
+
 def example_images(size: int, seed: int = 0, n: int = 2) -> list[np.ndarray]:
     """`n` distinct uint8 (size, size, 3) start frames: a gradient with a bright square."""
     rng = np.random.default_rng(seed)

@@ -1,0 +1,221 @@
+"""`genie bench play`: how fast a world plays, in the engine and as a player sees it.
+
+    genie bench play --world worlds/coinrun                 # engine; + browser if chromium exists
+    genie bench play --world worlds/coinrun --json --frames 300 --no-browser
+
+Engine: `engine.step` at batch 1 on CPU after a warm-up; frames/s and p50/p95 latency.
+Browser (headless Chromium via Playwright): the playground is launched in this process and
+driven with real key events: the round trip from a key press to a new frame on screen, and
+the frames/s the page shows while a key is held (frames stream; see genie/playground.py).
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from genie.errors import UserError
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+FRAME = "#genie-screen img[data-frame]"
+
+# In-page probe: timestamps of every new frame shown, and a key press that resolves when the
+# next frame appears.
+PROBE_JS = """
+() => {
+  const screen = document.getElementById("genie-screen");
+  const key = (img) => img && img.dataset.frame + ":" + img.dataset.reset;
+  window.__genie = {times: [], last: key(screen.querySelector("img[data-frame]"))};
+  new MutationObserver(() => {
+    const k = key(screen.querySelector("img[data-frame]"));
+    if (k && k !== window.__genie.last) { window.__genie.last = k; window.__genie.times.push(performance.now()); }
+  }).observe(screen, {subtree: true, childList: true, attributes: true});
+}
+"""
+PRESS_JS = """
+async (k) => {
+  const n = window.__genie.times.length;
+  const t0 = performance.now();
+  document.dispatchEvent(new KeyboardEvent("keydown", {key: k, bubbles: true}));
+  document.dispatchEvent(new KeyboardEvent("keyup", {key: k, bubbles: true}));
+  while (window.__genie.times.length === n) {
+    await new Promise((r) => setTimeout(r, 1));
+    if (performance.now() - t0 > 10000) return -1;
+  }
+  return window.__genie.times[n] - t0;
+}
+"""
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--world", required=True, help="world folder")
+    p.add_argument("--frames", type=int, default=200, help="engine steps to time (default 200)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps first (default 10)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1, as `genie play`)"
+    )
+    p.add_argument("--steps", type=int, help="MaskGIT steps per frame (default: the world's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    b = p.add_mutually_exclusive_group()
+    b.add_argument(
+        "--browser",
+        dest="browser",
+        action="store_true",
+        default=None,
+        help="also measure in headless Chromium (default: if /usr/bin/chromium exists)",
+    )
+    b.add_argument("--no-browser", dest="browser", action="store_false", help="engine only")
+    p.add_argument(
+        "--presses", type=int, default=30, help="key presses timed in the browser (default 30)"
+    )
+    p.add_argument(
+        "--hold", type=float, default=3.0, help="seconds a key is held in the browser (default 3)"
+    )
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms, dtype=np.float64)
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 1),
+        "p95_ms": round(float(np.percentile(a, 95)), 1),
+    }
+
+
+def bench_engine(engine, frames: int, warmup: int, seed: int = 0) -> dict:
+    """Time `frames` steps under random actions held for 4 steps, as a player would."""
+    rng = np.random.default_rng(seed)
+    actions = np.repeat(rng.integers(0, engine.num_actions, size=(frames + warmup) // 4 + 1), 4)
+    engine.reset(
+        engine.world.examples[0] if engine.world.examples else np.zeros((8, 8, 3), np.uint8)
+    )
+    for a in actions[:warmup]:
+        engine.step(int(a))
+    times = []
+    start = time.perf_counter()
+    for a in actions[warmup : warmup + frames]:
+        t = time.perf_counter()
+        engine.step(int(a))
+        times.append(1000 * (time.perf_counter() - t))
+    total = time.perf_counter() - start
+    return {
+        "fps": round(frames / total, 1),
+        **percentiles(times),
+        "mean_ms": round(float(np.mean(times)), 1),
+    }
+
+
+def bench_browser(world, presses: int, hold_s: float, steps: int | None) -> dict:
+    """Launch the playground here and drive it from headless Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    from genie import playground
+
+    demo = playground.build_demo(world, max_players=2, seed=0, steps=steps)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = playground.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(url, wait_until="load")  # Gradio keeps a connection open: never "networkidle"
+            page.wait_for_selector(FRAME, timeout=60_000)
+            page.evaluate(PROBE_JS)
+            key = _a_key(demo)
+            round_trips = []
+            for i in range(presses + 3):
+                ms = page.evaluate(PRESS_JS, key)
+                if ms < 0:
+                    raise RuntimeError("no frame arrived within 10 s of a key press")
+                if i >= 3:  # the first presses warm up the page and the server
+                    round_trips.append(ms)
+                time.sleep(0.25)  # let the tap's stream end before the next press
+            n0 = len(page.evaluate("() => window.__genie.times"))
+            page.evaluate(
+                "(k) => document.dispatchEvent(new KeyboardEvent('keydown', {key: k}))", key
+            )
+            time.sleep(hold_s + 0.5)
+            page.evaluate(
+                "(k) => document.dispatchEvent(new KeyboardEvent('keyup', {key: k}))", key
+            )
+            times = page.evaluate("() => window.__genie.times")[n0:]
+            browser.close()
+    finally:
+        demo.close()
+    times = np.asarray(times)
+    held = times[times >= times[0] + 500] if len(times) > 1 else times  # skip the first 0.5 s
+    gaps = np.diff(held)
+    span = (held[-1] - held[0]) / 1000 if len(held) > 1 else float("inf")
+    out = {f"browser_press_{k}": v for k, v in percentiles(round_trips).items()}
+    out["browser_held_fps"] = round((len(held) - 1) / span, 1) if len(held) > 1 else 0.0
+    out["browser_held_frames"] = int(len(times))
+    out["browser_held_gap_p95_ms"] = round(float(np.percentile(gaps, 95)), 1) if len(gaps) else None
+    return out
+
+
+def _a_key(demo) -> str:
+    """A key bound to some action (the first action with a key)."""
+    from genie.world import default_keys
+
+    keys = demo.world.action_keys or default_keys(demo.world.action_labels)
+    for ks in keys:
+        if ks:
+            return ks[0] if len(ks[0]) > 1 else ks[0].lower()
+    raise UserError("this world's actions have no keyboard keys to press")
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if args.frames < 1:
+        raise UserError("--frames must be >= 1")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from genie.engine import WorldEngine
+
+    engine = WorldEngine.load(args.world, seed=0, steps=args.steps)
+    result = {
+        "world": str(args.world),
+        "frame_size": engine.frame_size,
+        "maskgit_steps": engine.steps,
+        "threads": torch.get_num_threads(),
+        "frames": args.frames,
+        **bench_engine(engine, args.frames, args.warmup),
+    }
+    browser = args.browser if args.browser is not None else CHROMIUM.exists()
+    if browser:
+        if not CHROMIUM.exists():
+            raise UserError(f"--browser needs {CHROMIUM} (apt-get install chromium)")
+        with contextlib.redirect_stdout(sys.stderr):  # Gradio prints while starting/closing
+            result.update(bench_browser(engine.world, args.presses, args.hold, args.steps))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['world']}: engine.step {result['fps']} frames/s, p50 {result['p50_ms']} ms, "
+            f"p95 {result['p95_ms']} ms ({result['threads']} threads, {result['maskgit_steps']} MaskGIT steps)"
+        )
+        if browser:
+            print(
+                f"browser: key press -> new frame p50 {result['browser_press_p50_ms']} ms, "
+                f"p95 {result['browser_press_p95_ms']} ms; key held: {result['browser_held_fps']} frames/s shown"
+            )
+    sys.stdout.flush()
+    return 0
