@@ -187,27 +187,13 @@ def test_resumed_run_equals_uninterrupted_run(part, data, tmp_path):
 
 def test_two_processes_read_disjoint_data_and_end_equal(data, tmp_path):
     run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-    ]
-    cmd += [
-        "-m",
-        "training.train",
-        "tokenizer",
-        "--data",
-        str(data),
-        "--world",
-        str(tmp_path / "world"),
-    ]
-    cmd += ["--run-dir", str(run), "--steps", "3", "--batch-size", "2", "--debug-shards", *TRAIN]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "training.train", "tokenizer", "--data", data, "--world", tmp_path / "world"]
+    cmd += ["--run-dir", run, "--steps", 3, "--batch-size", 2, "--debug-shards", *TRAIN]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+    out = subprocess.run(
+        [str(c) for c in cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=150
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2 process(es)" in out.stdout
     seen = []
