@@ -14,6 +14,7 @@ against, so a swapped part is caught with a clear error instead of playing noise
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -141,10 +142,31 @@ def check_compatible(tokenizer=None, lam=None, dynamics=None, meta: dict | None 
                 )
 
 
+@contextlib.contextmanager
+def _locked(world_dir: Path):
+    """Serialise world.json updates: parts may train (and export) in parallel processes."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(world_dir / ".world.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def export_part(world_dir: str | Path, part: str, model, info: dict[str, Any]) -> Path:
     """Save a trained part into the world folder and record how it was trained."""
     world_dir = Path(world_dir)
     world_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(world_dir):
+        return _export_part(world_dir, part, model, info)
+
+
+def _export_part(world_dir: Path, part: str, model, info: dict[str, Any]) -> Path:
     meta = read_meta(world_dir)
     part_dir = model.save_pretrained(world_dir / part)
     meta.setdefault("fingerprints", {})[part] = fingerprint(part_dir)
