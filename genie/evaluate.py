@@ -31,14 +31,21 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--world", required=True, help="world folder")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", default="test", help="split to evaluate on (default test)")
-    p.add_argument("--out", required=True, help="output folder (metrics.json, report.md, plots, GIFs)")
+    p.add_argument(
+        "--out", required=True, help="output folder (metrics.json, report.md, plots, GIFs)"
+    )
     p.add_argument("--episodes", type=int, default=40, help="episodes, one clip each (default 40)")
-    p.add_argument("--context", type=int, default=4, help="real context frames before the rollout (default 4)")
+    p.add_argument(
+        "--context", type=int, default=4, help="real context frames before the rollout (default 4)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=10)
     p.add_argument("--steps", type=int, default=None, help="MaskGIT steps (default: the world's)")
-    p.add_argument("--write-labels", action="store_true",
-                   help="name the latent actions from their co-occurrence with true actions in world.json")
+    p.add_argument(
+        "--write-labels",
+        action="store_true",
+        help="name the latent actions from their co-occurrence with true actions in world.json",
+    )
     p.set_defaults(func=run)
 
 
@@ -74,7 +81,9 @@ def infer_actions_windowed(lam, frames, window: int):
     return torch.cat(out, dim=1)
 
 
-def name_latent_actions(latent, true, num_latent: int, true_labels: list[str]) -> tuple[list[str], np.ndarray]:
+def name_latent_actions(
+    latent, true, num_latent: int, true_labels: list[str]
+) -> tuple[list[str], np.ndarray]:
     """Name each latent action after the true actions it co-occurs with. CoinRun's labels are
     combined into what the agent visibly does (left / right / jump / idle)."""
     latent = np.asarray(latent).reshape(-1)
@@ -101,10 +110,16 @@ def name_latent_actions(latent, true, num_latent: int, true_labels: list[str]) -
             h_votes[h] = h_votes.get(h, 0) + counts[k, j]
             v_votes[v] = v_votes.get(v, 0) + counts[k, j]
         # a direction counts when it clearly beats chance for this latent
-        base_h = {h: sum(counts[:, j].sum() for j, lab in enumerate(true_labels) if visible(lab)[1] == h) / counts.sum()
-                  for h in h_votes}
-        base_v = {v: sum(counts[:, j].sum() for j, lab in enumerate(true_labels) if visible(lab)[0] == v) / counts.sum()
-                  for v in v_votes}
+        base_h = {
+            h: sum(counts[:, j].sum() for j, lab in enumerate(true_labels) if visible(lab)[1] == h)
+            / counts.sum()
+            for h in h_votes
+        }
+        base_v = {
+            v: sum(counts[:, j].sum() for j, lab in enumerate(true_labels) if visible(lab)[0] == v)
+            / counts.sum()
+            for v in v_votes
+        }
         h = max(h_votes, key=lambda x: h_votes[x] / total - base_h[x])
         v = max(v_votes, key=lambda x: v_votes[x] / total - base_v[x])
         parts = [p for p in (v, h) if p]
@@ -143,9 +158,22 @@ def run(args) -> int:
     g = torch.Generator().manual_seed(args.seed)
     lam_window = getattr(lam.config, "max_frames", 16)
 
-    acc: dict[str, list] = {k: [] for k in (
-        "tok_psnr", "tok_ssim", "tok_ids", "lam_psnr", "lam_latent", "lam_true",
-        "dyn_psnr", "dyn_ssim", "copy_psnr", "copy_ssim", "rand_psnr4")}
+    acc: dict[str, list] = {
+        k: []
+        for k in (
+            "tok_psnr",
+            "tok_ssim",
+            "tok_ids",
+            "lam_psnr",
+            "lam_latent",
+            "lam_true",
+            "dyn_psnr",
+            "dyn_ssim",
+            "copy_psnr",
+            "copy_ssim",
+            "rand_psnr4",
+        )
+    }
     examples = []
     batches = [clips[i : i + args.batch_size] for i in range(0, len(clips), args.batch_size)]
     for bi, idx in enumerate(tqdm(batches, desc="evaluating", unit="batch")):
@@ -159,16 +187,28 @@ def run(args) -> int:
             acc["tok_ssim"].append(ssim(recon, truth).flatten())
             acc["tok_ids"].append(ids.flatten())
             lam_out = lam(frames[:, : min(lam_window, frames.shape[1])])
-            acc["lam_psnr"].append(psnr(lam_out.recon.float().clamp(0, 1), truth[:, 1 : lam_out.recon.shape[1] + 1]).flatten())
+            acc["lam_psnr"].append(
+                psnr(
+                    lam_out.recon.float().clamp(0, 1), truth[:, 1 : lam_out.recon.shape[1] + 1]
+                ).flatten()
+            )
             latent = infer_actions_windowed(lam, frames, lam_window)  # (B, T-1)
             if batch["actions"] is not None:
                 acc["lam_latent"].append(latent.flatten())
                 acc["lam_true"].append(batch["actions"][:, :-1].flatten())
             k = max(HORIZONS)
-            gen = dyn.rollout(ids[:, :c], latent[:, : c - 1], latent[:, c - 1 : c - 1 + k], steps=args.steps, generator=g)
+            gen = dyn.rollout(
+                ids[:, :c],
+                latent[:, : c - 1],
+                latent[:, c - 1 : c - 1 + k],
+                steps=args.steps,
+                generator=g,
+            )
             gen_frames = tok.decode(torch.cat([ids[:, :c], gen], dim=1))[:, c:]  # (B, k, H, W, 3)
             rand_actions = torch.randint(0, dyn.config.num_actions, (len(idx), 4), generator=g)
-            gen_rand = dyn.rollout(ids[:, :c], latent[:, : c - 1], rand_actions, steps=args.steps, generator=g)
+            gen_rand = dyn.rollout(
+                ids[:, :c], latent[:, : c - 1], rand_actions, steps=args.steps, generator=g
+            )
             rand_frames = tok.decode(torch.cat([ids[:, :c], gen_rand], dim=1))[:, c:]
         future = truth[:, c : c + k]
         last = truth[:, c - 1 : c].expand_as(future)
@@ -193,16 +233,25 @@ def run(args) -> int:
         "dynamics": {
             "psnr": {str(h): dyn_psnr[:, h - 1].mean().item() for h in HORIZONS},
             "ssim": {str(h): cat["dyn_ssim"][:, h - 1].mean().item() for h in HORIZONS},
-            "baseline_copy_last_psnr": {str(h): copy_psnr[:, h - 1].mean().item() for h in HORIZONS},
-            "baseline_copy_last_ssim": {str(h): cat["copy_ssim"][:, h - 1].mean().item() for h in HORIZONS},
+            "baseline_copy_last_psnr": {
+                str(h): copy_psnr[:, h - 1].mean().item() for h in HORIZONS
+            },
+            "baseline_copy_last_ssim": {
+                str(h): cat["copy_ssim"][:, h - 1].mean().item() for h in HORIZONS
+            },
             "psnr_random_actions_4": cat["rand_psnr4"].mean().item(),
             "delta_psnr_4": (dyn_psnr[:, 3] - cat["rand_psnr4"]).mean().item(),
             "maskgit_steps": args.steps or dyn.config.maskgit_steps,
         },
         "protocol": {
-            "world": str(args.world), "data": str(args.data), "split": args.split,
-            "episodes": len(clips), "context_frames": c, "seed": args.seed,
-            "psnr_cap_db": 50, "seconds": round(time.time() - t0, 1),
+            "world": str(args.world),
+            "data": str(args.data),
+            "split": args.split,
+            "episodes": len(clips),
+            "context_frames": c,
+            "seed": args.seed,
+            "psnr_cap_db": 50,
+            "seconds": round(time.time() - t0, 1),
         },
     }
     if cat["lam_latent"] is not None and ds.num_actions:
@@ -210,16 +259,29 @@ def run(args) -> int:
         ok = true >= 0
         latent, true = latent[ok], true[ok]
         half = len(latent) // 2
-        _, mapping = best_mapping_accuracy(latent[:half], true[:half], lam.num_actions, ds.num_actions)
-        held_out, _ = best_mapping_accuracy(latent[half:], true[half:], lam.num_actions, ds.num_actions, mapping)
+        _, mapping = best_mapping_accuracy(
+            latent[:half], true[:half], lam.num_actions, ds.num_actions
+        )
+        held_out, _ = best_mapping_accuracy(
+            latent[half:], true[half:], lam.num_actions, ds.num_actions, mapping
+        )
         fitted, _ = best_mapping_accuracy(latent, true, lam.num_actions, ds.num_actions)
         chance = float(np.bincount(true, minlength=ds.num_actions).max() / max(len(true), 1))
-        names, counts = name_latent_actions(latent, true, lam.num_actions, ds.action_labels or [str(i) for i in range(ds.num_actions)])
-        metrics["lam"].update({
-            "action_accuracy": fitted, "action_accuracy_held_out": held_out,
-            "action_accuracy_chance": chance, "latent_names": names,
-            "cooccurrence": counts.tolist(),
-        })
+        names, counts = name_latent_actions(
+            latent,
+            true,
+            lam.num_actions,
+            ds.action_labels or [str(i) for i in range(ds.num_actions)],
+        )
+        metrics["lam"].update(
+            {
+                "action_accuracy": fitted,
+                "action_accuracy_held_out": held_out,
+                "action_accuracy_chance": chance,
+                "latent_names": names,
+                "cooccurrence": counts.tolist(),
+            }
+        )
         if args.write_labels and world.meta.get("actions", {}).get("source", "lam") == "lam":
             set_action_labels(args.world, names)
             print(f"named latent actions in {Path(args.world) / 'world.json'}: {names}")
@@ -228,8 +290,16 @@ def run(args) -> int:
     write_report(out, metrics, examples)
     d = metrics["dynamics"]
     print(f"tokenizer PSNR {metrics['tokenizer']['psnr']:.2f} dB, codebook usage {used:.0%}")
-    print("dynamics PSNR  " + "  ".join(f"t={h}: {d['psnr'][str(h)]:.2f} (copy {d['baseline_copy_last_psnr'][str(h)]:.2f})" for h in HORIZONS))
-    print(f"ΔtPSNR@4 {d['delta_psnr_4']:+.2f} dB; action accuracy {metrics['lam'].get('action_accuracy', float('nan')):.1%}")
+    print(
+        "dynamics PSNR  "
+        + "  ".join(
+            f"t={h}: {d['psnr'][str(h)]:.2f} (copy {d['baseline_copy_last_psnr'][str(h)]:.2f})"
+            for h in HORIZONS
+        )
+    )
+    print(
+        f"ΔtPSNR@4 {d['delta_psnr_4']:+.2f} dB; action accuracy {metrics['lam'].get('action_accuracy', float('nan')):.1%}"
+    )
     print(f"wrote {out / 'metrics.json'} and {out / 'report.md'} in {time.time() - t0:.0f} s")
     return 0
 
@@ -284,15 +354,28 @@ def write_report(out: Path, metrics: dict, examples) -> None:
     ]
     if "action_accuracy" in metrics["lam"]:
         lam = metrics["lam"]
-        lines.append(f"| LAM | latent -> true action accuracy (fitted / held-out / chance) | "
-                     f"{lam['action_accuracy']:.1%} / {lam['action_accuracy_held_out']:.1%} / {lam['action_accuracy_chance']:.1%} |")
+        lines.append(
+            f"| LAM | latent -> true action accuracy (fitted / held-out / chance) | "
+            f"{lam['action_accuracy']:.1%} / {lam['action_accuracy_held_out']:.1%} / {lam['action_accuracy_chance']:.1%} |"
+        )
         lines.append(f"| LAM | latent action names | {', '.join(lam['latent_names'])} |")
     lines.append(f"| dynamics | ΔtPSNR@4 | {d['delta_psnr_4']:+.2f} dB |")
-    lines += ["", "| horizon | model PSNR | copy-last PSNR | model SSIM | copy-last SSIM |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| horizon | model PSNR | copy-last PSNR | model SSIM | copy-last SSIM |",
+        "|---|---|---|---|---|",
+    ]
     for h in hs:
-        lines.append(f"| {h} | {d['psnr'][str(h)]:.2f} | {d['baseline_copy_last_psnr'][str(h)]:.2f} | "
-                     f"{d['ssim'][str(h)]:.3f} | {d['baseline_copy_last_ssim'][str(h)]:.3f} |")
-    lines += ["", "![PSNR by horizon](psnr_by_horizon.png)", "",
-              "Examples (left: ground truth, middle: generated with the LAM's actions, right: random actions for 4 frames):", ""]
+        lines.append(
+            f"| {h} | {d['psnr'][str(h)]:.2f} | {d['baseline_copy_last_psnr'][str(h)]:.2f} | "
+            f"{d['ssim'][str(h)]:.3f} | {d['baseline_copy_last_ssim'][str(h)]:.3f} |"
+        )
+    lines += [
+        "",
+        "![PSNR by horizon](psnr_by_horizon.png)",
+        "",
+        "Examples (left: ground truth, middle: generated with the LAM's actions, right: random actions for 4 frames):",
+        "",
+    ]
     lines += [f"![example]({g})" for g in gifs]
     (out / "report.md").write_text("\n".join(lines) + "\n")
