@@ -494,7 +494,11 @@ def build_demo(
                         undo_btn = gr.Button("↶ Undo", size="sm")
                         reset_btn = gr.Button("⟲ Reset", size="sm")
                     upload = gr.UploadButton(
-                        "Upload a start image", file_types=IMAGE_TYPES, type="filepath", size="sm"
+                        "Upload a start image",
+                        file_types=IMAGE_TYPES,
+                        type="filepath",
+                        size="sm",
+                        elem_id="genie-upload",
                     )
                     gallery = gr.Gallery(
                         [(str(p), p.stem) for p in examples],

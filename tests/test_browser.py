@@ -121,12 +121,22 @@ def test_keys_move_the_world_and_holding_streams_frames(app, browser):
         context.close()
 
 
-def test_on_screen_buttons_step_the_world(app, browser):
+def test_buttons_and_a_bad_upload(app, browser, tmp_path):
     _, url = app
     context, page = open_world(browser, url)
     try:
         page.click("#genie-keys button[data-action='1']")
         wait_frame(page, 1)
+        before = frame_src(page)
+        junk = tmp_path / "junk.png"
+        junk.write_bytes(b"this is not an image")
+        page.set_input_files("input[type=file]:has(+ #genie-upload)", str(junk))
+        page.wait_for_function(
+            "() => document.querySelector('#genie-status').innerText.includes('not an image')"
+        )
+        assert frame_src(page) == before  # the world is untouched and still plays
+        page.keyboard.press("x")
+        wait_frame(page, 2)
     finally:
         context.close()
 
