@@ -42,6 +42,15 @@ def write_dataset(root: Path, episodes: int, length: int, val_episodes: int) -> 
     return root
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, and don't stall when other processes load the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """A tiny synthetic dataset: 32x32 frames, 5 actions, train and val splits."""
@@ -265,5 +274,6 @@ def test_cli_exit_code_from_a_real_process(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -127,6 +127,11 @@ class Part:
             return {"frames": raw["frames"], "actions": raw.get("actions")}
         from genie.dynamics import make_dynamics_batch
 
+        if self.action_source == "true" and (raw["actions"][:, :-1] < 0).any():
+            raise UserError(
+                "the dataset has frames whose action is unknown (-1): train the dynamics on "
+                "latent actions (--action-source lam)"
+            )
         return make_dynamics_batch(raw, self.tokenizer, self.lam)
 
     def frames_per_clip_step(self, batch: dict) -> tuple[int, int]:

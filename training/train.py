@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from genie.data import ClipDataset, collate_clips
 from genie.errors import UserError
-from genie.world import export_part, fingerprint
+from genie.world import export_part, fingerprint, read_meta
 from training import checkpoint, presets
 from training.metrics_log import MetricsLog
 from training.parts import make_part
@@ -46,40 +46,70 @@ def default_run_dir(world: str | Path, part: str) -> Path:
     return Path("runs") / f"{Path(world).resolve().name}-{part}"
 
 
-def train(args) -> int:
-    # ------------------------------------------------------------------ settings
-    part_name, world = args.part, Path(args.world)
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(world, part_name)
+@dataclasses.dataclass
+class Settings:
+    """What a run trains with: the preset's (fresh run) or the checkpoint's (--resume)."""
+
+    run_dir: Path
+    preset: str  # preset name (or folder)
+    model: (
+        dict[str, Any] | None
+    )  # preset "model" section; None when resuming (the checkpoint has it)
+    train: presets.TrainConfig
+    seed: int
+    action_source: str | None  # dynamics: "lam" | "true"; None: default
+    checkpoint: Path | None = None  # the checkpoint to resume
+    saved: dict[str, Any] = dataclasses.field(default_factory=dict)  # its trainer.json
+
+
+def resolve_settings(args) -> Settings:
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.world, args.part)
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}
-    ckpt = checkpoint.find(run_dir) if args.resume else None
-    if args.resume:
-        if ckpt is None:
-            raise UserError(f"--resume: no checkpoint in {run_dir} (train without --resume first)")
-        saved = checkpoint.read_state(ckpt)
-        if saved["part"] != part_name:
-            raise UserError(f"{run_dir} is a {saved['part']} run, not a {part_name} run")
-        if args.preset and args.preset != saved["preset"]:
-            raise UserError(
-                f"{run_dir} was trained with preset '{saved['preset']}', not '{args.preset}'"
-            )
-        preset_name, seed = saved["preset"], saved["seed"]
-        cfg = presets.make_train_config(
-            {**saved["train"], **{k: v for k, v in overrides.items() if v}}
-        )
-        action_source = saved.get("action_source")
-        if args.action_source and args.action_source != action_source:
-            raise UserError(f"{run_dir} was trained with --action-source {action_source}")
-    else:
-        if checkpoint.find(run_dir) is not None:
+    found = checkpoint.find(run_dir)
+    if not args.resume:
+        if found is not None:
             raise UserError(
                 f"{run_dir} already holds a training checkpoint: add --resume to continue it, "
                 "or pass another --run-dir"
             )
         if not args.preset:
             raise UserError(f"--preset is required (available: {', '.join(presets.available())})")
-        preset = presets.load(args.preset, part_name, overrides)
-        preset_name, seed, cfg = preset.name, args.seed, preset.train
-        action_source = args.action_source
+        preset = presets.load(args.preset, args.part, overrides)
+        return Settings(
+            run_dir, preset.name, preset.model, preset.train, args.seed, args.action_source
+        )
+    if found is None:
+        raise UserError(f"--resume: no checkpoint in {run_dir} (train without --resume first)")
+    saved = checkpoint.read_state(found)
+    if saved["part"] != args.part:
+        raise UserError(f"{run_dir} is a {saved['part']} run, not a {args.part} run")
+    if args.preset and args.preset != saved["preset"]:
+        raise UserError(
+            f"{run_dir} was trained with preset '{saved['preset']}', not '{args.preset}'"
+        )
+    if args.action_source and args.action_source != saved.get("action_source"):
+        raise UserError(f"{run_dir} was trained with --action-source {saved.get('action_source')}")
+    train = presets.make_train_config(
+        {**saved["train"], **{k: v for k, v in overrides.items() if v}}
+    )
+    return Settings(
+        run_dir,
+        saved["preset"],
+        None,
+        train,
+        saved["seed"],
+        saved.get("action_source"),
+        found,
+        saved,
+    )
+
+
+def train(args) -> int:
+    # ------------------------------------------------------------------ settings
+    part_name, world = args.part, Path(args.world)
+    settings = resolve_settings(args)
+    run_dir, cfg, seed = settings.run_dir, settings.train, settings.seed
+    ckpt, saved = settings.checkpoint, settings.saved  # None, {} for a fresh run
     stop_at = min(args.stop_at or cfg.steps, cfg.steps)
 
     # ------------------------------------------------------------------ accelerator
@@ -99,14 +129,16 @@ def train(args) -> int:
     # ------------------------------------------------------------------ data
     train_ds = ClipDataset(args.data, split="train", clip_len=cfg.clip_len)
     if len(train_ds) == 0:
-        raise UserError(
-            f"{args.data} has no training clips of {cfg.clip_len} frames: are the episodes shorter than the preset's clip_len?"
-        )
+        raise UserError(f"{args.data} has no training clips of {cfg.clip_len} frames (clip_len)")
     val_ds = _split_or_none(ClipDataset, args.data, cfg.clip_len)
     if val_ds is None:
         say(f"note: {args.data} has no val split: validating on the train split")
         val_ds = train_ds
-    part = make_part(part_name, world, train_ds, action_source).to(device)
+    part = make_part(part_name, world, train_ds, settings.action_source).to(device)
+    if world.is_dir() and part_name in read_meta(world).get("dynamics_trained_on", {}):
+        say(
+            f"note: the dynamics in {world} was trained on its current {part_name}: retrain it after"
+        )
     loader_gen = torch.Generator()
     loader = torch.utils.data.DataLoader(
         Indexed(train_ds),
@@ -126,9 +158,9 @@ def train(args) -> int:
     if ckpt is not None:
         model = checkpoint.load_model(ckpt, part.model_class, device)
         part.check_model(model, train_ds)
-        check_world_unchanged(world, saved, part_name, action_source, fingerprint)
+        check_world_unchanged(world, saved, part_name, settings.action_source, fingerprint)
     else:
-        model = part.model_class(part.build_config(preset.model, train_ds)).to(device).train()
+        model = part.model_class(part.build_config(settings.model, train_ds)).to(device).train()
     for note in part.notes:
         say(f"note: {note}")
     n_params = sum(p.numel() for p in model.parameters())
@@ -185,7 +217,7 @@ def train(args) -> int:
         (run_dir / "debug").mkdir(exist_ok=True)
         clip_log = open(run_dir / "debug" / f"clips_rank{accelerator.process_index}.txt", "a")
     say(
-        f"training {part_name} ({n_params / 1e6:.2f}M params, preset {preset_name}) on {len(train_ds)} clips "
+        f"training {part_name} ({n_params / 1e6:.2f}M params, preset {settings.preset}) on {len(train_ds)} clips "
         f"x {cfg.clip_len} frames, {accelerator.num_processes} process(es) on {device}, "
         f"steps {step}->{stop_at} of {cfg.steps}, run dir {run_dir}"
     )
@@ -230,7 +262,7 @@ def train(args) -> int:
     def save_and_export() -> None:
         state = {
             "part": part_name,
-            "preset": preset_name,
+            "preset": settings.preset,
             "step": step,
             "epoch": epoch,
             "position": position,
@@ -249,7 +281,7 @@ def train(args) -> int:
             if ema is not None:
                 ema.copy_to(released.parameters())
             info = {
-                "preset": preset_name,
+                "preset": settings.preset,
                 "steps": step,
                 "schedule_steps": cfg.steps,
                 "data": str(Path(args.data).resolve()),
