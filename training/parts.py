@@ -200,3 +200,26 @@ def _load_needed(world_dir, part: str) -> nn.Module:
             f"run `genie train {part} --world {world_dir} ...` first{hint}"
         )
     return load_part(world_dir, part)
+
+
+def world_fingerprints(world: Path, part: str, action_source: str | None) -> dict[str, str]:
+    """Fingerprints of the world parts a run depends on (dynamics: tokenizer, and LAM)."""
+    from genie.world import fingerprint
+
+    if part != "dynamics":
+        return {}
+    needed = ["tokenizer"] + (["lam"] if action_source == "lam" else [])
+    return {
+        p: fingerprint(world / p) for p in needed if (world / p / "model.safetensors").is_file()
+    }
+
+
+def check_world_unchanged(world: Path, saved: dict, part: str, action_source: str | None) -> None:
+    """A resumed dynamics run must still see the tokenizer (and LAM) it started with."""
+    now = world_fingerprints(world, part, action_source)
+    for p, before in saved.get("fingerprints", {}).items():
+        if now.get(p) != before:
+            raise UserError(
+                f"the world's {p} changed since this {part} run started: the dynamics must be trained "
+                f"on the {p} it will play with; start a new run (another --run-dir)"
+            )

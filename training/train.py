@@ -34,12 +34,13 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from genie.data import ClipDataset, collate_clips
+from genie.data import ClipDataset
 from genie.errors import UserError
-from genie.world import export_part, fingerprint, read_meta
+from genie.world import export_part, read_meta
 from training import checkpoint, presets
+from training.data import EpochSampler, Indexed, collate_indexed, to_device, val_split_or_none
 from training.metrics_log import MetricsLog
-from training.parts import make_part
+from training.parts import check_world_unchanged, make_part, world_fingerprints
 
 
 def default_run_dir(world: str | Path, part: str) -> Path:
@@ -130,7 +131,7 @@ def train(args) -> int:
     train_ds = ClipDataset(args.data, split="train", clip_len=cfg.clip_len)
     if len(train_ds) == 0:
         raise UserError(f"{args.data} has no training clips of {cfg.clip_len} frames (clip_len)")
-    val_ds = _split_or_none(ClipDataset, args.data, cfg.clip_len)
+    val_ds = val_split_or_none(args.data, cfg.clip_len)
     if val_ds is None:
         say(f"note: {args.data} has no val split: validating on the train split")
         val_ds = train_ds
@@ -158,7 +159,7 @@ def train(args) -> int:
     if ckpt is not None:
         model = checkpoint.load_model(ckpt, part.model_class, device)
         part.check_model(model, train_ds)
-        check_world_unchanged(world, saved, part_name, settings.action_source, fingerprint)
+        check_world_unchanged(world, saved, part_name, settings.action_source)
     else:
         model = part.model_class(part.build_config(settings.model, train_ds)).to(device).train()
     for note in part.notes:
@@ -194,16 +195,13 @@ def train(args) -> int:
     step, epoch, position, elapsed = 0, 0, 0, 0.0
     if ckpt is not None:
         if saved["num_processes"] != accelerator.num_processes:
+            n = saved["num_processes"]
             raise UserError(
-                f"{run_dir} was trained with {saved['num_processes']} process(es); resume with the same number"
+                f"{run_dir} was trained with {n} process(es); resume with the same number"
             )
         checkpoint.load_training_state(ckpt, optimizer, scheduler, ema, accelerator.process_index)
-        step, epoch, position, elapsed = (
-            saved["step"],
-            saved["epoch"],
-            saved["position"],
-            saved["elapsed_s"],
-        )
+        step, epoch, position = saved["step"], saved["epoch"], saved["position"]
+        elapsed = saved["elapsed_s"]
         say(f"resuming {run_dir} at step {step} (epoch {epoch}, batch {position})")
     else:
         set_seed(seed, device_specific=True)  # per-process randomness (masks, VQ restarts)
@@ -217,9 +215,9 @@ def train(args) -> int:
         (run_dir / "debug").mkdir(exist_ok=True)
         clip_log = open(run_dir / "debug" / f"clips_rank{accelerator.process_index}.txt", "a")
     say(
-        f"training {part_name} ({n_params / 1e6:.2f}M params, preset {settings.preset}) on {len(train_ds)} clips "
-        f"x {cfg.clip_len} frames, {accelerator.num_processes} process(es) on {device}, "
-        f"steps {step}->{stop_at} of {cfg.steps}, run dir {run_dir}"
+        f"training {part_name} ({n_params / 1e6:.2f}M params, preset {settings.preset}) on "
+        f"{len(train_ds)} clips x {cfg.clip_len} frames, {accelerator.num_processes} process(es) "
+        f"on {device}, steps {step}->{stop_at} of {cfg.steps}, run dir {run_dir}"
     )
 
     def with_ema_weights(fn):
@@ -273,7 +271,7 @@ def train(args) -> int:
             "data": str(args.data),
             "action_source": part.action_source,
             "elapsed_s": elapsed,
-            "fingerprints": world_fingerprints(world, part_name, part.action_source, fingerprint),
+            "fingerprints": world_fingerprints(world, part_name, part.action_source),
         }
         checkpoint.save(run_dir, accelerator, model, optimizer, scheduler, ema, state)
         if main:
@@ -414,39 +412,6 @@ def train(args) -> int:
 # ---------------------------------------------------------------------- helpers
 
 
-def _split_or_none(dataset_class, root, clip_len):
-    """The val split, or None when the dataset has none (or none long enough)."""
-    try:
-        ds = dataset_class(root, split="val", clip_len=clip_len)
-    except UserError:
-        return None
-    return ds if len(ds) > 0 else None
-
-
-def world_fingerprints(world: Path, part: str, action_source, fingerprint) -> dict[str, str]:
-    """Fingerprints of the world parts this run depends on (dynamics: tokenizer, LAM)."""
-    needed = (
-        ["tokenizer"] + (["lam"] if action_source == "lam" else []) if part == "dynamics" else []
-    )
-    return {
-        p: fingerprint(world / p) for p in needed if (world / p / "model.safetensors").is_file()
-    }
-
-
-def check_world_unchanged(world: Path, saved: dict, part: str, action_source, fingerprint) -> None:
-    now = world_fingerprints(world, part, action_source, fingerprint)
-    for p, before in saved.get("fingerprints", {}).items():
-        if now.get(p) != before:
-            raise UserError(
-                f"the world's {p} changed since this {part} run started: the dynamics must be trained "
-                f"on the {p} it will play with; start a new run (another --run-dir)"
-            )
-
-
-def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
-
-
 class LossModule(nn.Module):
     """Wraps a part so `forward` is its `compute_loss`: DDP syncs gradients only for
     computations that go through the wrapped module's forward."""
@@ -457,44 +422,6 @@ class LossModule(nn.Module):
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         return self.model.compute_loss(batch)
-
-
-class EpochSampler(torch.utils.data.Sampler):
-    """Epoch e visits the clips in a permutation fixed by (seed, e), so (epoch, position) is
-    the whole data-order state and a resumed run sees the same order. Under accelerate every
-    process draws the same permutation and takes its own share of the batches."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
-class Indexed(torch.utils.data.Dataset):
-    """Items carry their clip index (logged with --debug-log-clips to check sharding)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        return i, self.dataset[i]
-
-
-def collate_indexed(items) -> dict[str, Any]:
-    batch = collate_clips([item for _, item in items])
-    batch["index"] = torch.tensor([i for i, _ in items])
-    return batch
 
 
 def main(argv: list[str] | None = None) -> int:
