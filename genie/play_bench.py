@@ -181,6 +181,16 @@ def _a_key(demo) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _run(args)
+    finally:  # leave the process as it was (the bench also runs inside test sessions)
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if args.frames < 1:
         raise UserError("--frames must be >= 1")

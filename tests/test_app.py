@@ -158,3 +158,17 @@ def test_app_script_parses_its_options():
         [sys.executable, str(ROOT / "app.py"), "--help"], capture_output=True, text=True, cwd=ROOT
     )
     assert out.returncode == 0 and "--world" in out.stdout and "--share" in out.stdout
+
+
+def test_bench_play_prints_engine_numbers_as_json(world, capsys):
+    import json
+
+    from genie.cli import main
+
+    assert (
+        main(["bench", "play", "--world", str(world), "--frames", "5", "--no-browser", "--json"])
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["fps"] > 0 and 0 < result["p50_ms"] <= result["p95_ms"]
+    assert result["frames"] == 5 and "browser_held_fps" not in result

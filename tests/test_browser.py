@@ -165,3 +165,15 @@ def test_each_browser_session_plays_its_own_world(app, browser):
         assert len(demo.sessions) == live - 1
     finally:
         ctx_a.close()
+
+
+def test_bench_play_measures_the_browser(app, capsys):
+    import json
+
+    from genie.cli import main
+
+    demo, _ = app
+    argv = ["bench", "play", "--world", str(demo.world.root), "--frames", "5", "--json"]
+    assert main(argv + ["--browser", "--presses", "3", "--hold", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["browser_press_p50_ms"] > 0 and result["browser_held_fps"] > 2
