@@ -11,6 +11,7 @@ HTTP API (gradio_client): `/reset` (start image -> frame), `/step` (action -> fr
 """
 
 import argparse
+import atexit
 import base64
 import html
 import io
@@ -18,6 +19,7 @@ import json
 import os
 import queue
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -259,7 +261,8 @@ def build_demo(
     actions = probe.actions
     labels = [a.label for a in actions]
     examples = world.examples
-    tmp = Path(tempfile.mkdtemp(prefix="genie-play-"))
+    tmp = Path(tempfile.mkdtemp(prefix="genie-play-"))  # clips before Gradio copies them
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
 
     def session(request: gr.Request) -> Session:
         try:
@@ -431,6 +434,8 @@ def build_demo(
         except (UserError, ValueError) as e:
             raise gr.Error(str(e)) from None
         video = tile(clips, gap=1) if len(clips) > 1 else clips[0]
+        for old in sorted(tmp.glob("clip-*"), key=lambda p: p.stat().st_mtime)[:-16]:
+            old.unlink(missing_ok=True)  # Gradio serves its own copies; keep a few recent ones
         out = tmp / f"clip-{secrets.token_hex(4)}"
         mp4 = write_video(out.with_suffix(".mp4"), video, fps=15, scale=4)
         file = (
@@ -472,7 +477,8 @@ def build_demo(
     # ---------------- layout
 
     hidden = {"show_progress": "hidden", "api_visibility": "private"}
-    with gr.Blocks(title=f"genie · {world.name}") as demo:
+    # Gradio caches every frame the API returns and every clip: drop files older than 30 min
+    with gr.Blocks(title=f"genie · {world.name}", delete_cache=(600, 1800)) as demo:
         gr.Markdown(
             f"## genie · {html.escape(world.name)}\nA world imagined by a model, frame by frame: no game engine runs behind it."
         )
