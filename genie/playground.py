@@ -1,10 +1,11 @@
-"""`genie play`: play a world in the browser (Gradio 6). UI events and per-user state only;
-everything the model does goes through `WorldEngine` (reset / step / undo / what_if).
+"""`genie play`: play a world in the browser (Gradio 6). UI events only: per-player state is
+genie/sessions.py, and everything the model does goes through `WorldEngine`.
 
-Holding a key streams frames: the key going down starts a generator event that steps the
-world and yields each frame until the key goes up (a second event flips a per-session flag),
-so a held key costs two events instead of one request per frame. Frames travel inline as
-base64 <img> in a gr.HTML value, upscaled by CSS (DESIGN.md: fastest measured round trip).
+Holding a key streams frames: the key going down (a `play` event sent by
+assets/playground.js) is a generator that yields each frame of `Session.press` until the key
+goes up (a `pause` event, `Session.release`), so a held key costs two events instead of one
+request per frame. Frames travel inline as base64 <img> in a gr.HTML value, upscaled by CSS
+(DESIGN.md: fastest measured round trip).
 
 HTTP API (gradio_client): `/reset` (start image -> frame), `/step` (action -> frame),
 `/undo`, `/generate` (image + actions -> video). See docs/PLAY.md.
@@ -17,28 +18,20 @@ import html
 import io
 import json
 import os
-import queue
 import secrets
 import shutil
 import tempfile
-import threading
-import time
-from collections import OrderedDict, deque
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from genie.errors import UserError
+from genie.sessions import MAX_PLAYERS, Session, Sessions
 
 MAX_UPLOAD = "20mb"  # launch(max_file_size=...)
 QUEUE_SIZE = 64  # events waiting beyond this get Gradio's "queue is full" answer
-MAX_PLAYERS = 8  # live sessions (one engine each); the oldest idle one is evicted first
-IDLE_EVICT_S = 120.0  # a session idle this long may be evicted to make room for a new player
-HOLD_DELAY_S = 0.1  # a key down this long counts as held (shorter: a tap, one frame)
-MAX_HOLD_S = 600.0  # a held key stops streaming after this long (a lost keyup never runs forever)
 GENERATE_MAX_FRAMES = 256
-_DONE = object()  # end of a stream of frames
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"]
 KEY_NAMES = {"ArrowLeft": "←", "ArrowRight": "→", "ArrowUp": "↑", "ArrowDown": "↓", " ": "Space"}
 
@@ -53,144 +46,6 @@ def png_base64(frame: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="PNG", compress_level=1)
     return base64.b64encode(buf.getvalue()).decode()
-
-
-# ---------------------------------------------------------------------------- sessions
-
-
-class Session:
-    """One player's world: an engine, what is held, and the stream that plays it."""
-
-    def __init__(self, engine, start):
-        self.engine = engine
-        self.start = start  # prompt of the last reset (Reset goes back to it)
-        self.lock = threading.Lock()  # the engine is not thread-safe
-        self.flags = threading.Lock()  # guards held / taps / streamer / seq
-        self.held: int | None = None  # action held down, or None
-        self.taps: deque[int] = deque(maxlen=4)  # presses not yet played: each is >= 1 step
-        self.streamer: object | None = None  # token of the generator that is streaming
-        self.seq = -1  # newest control event applied (older ones arrive late: ignored)
-        self.pressed_at = 0.0  # when the held action was pressed (monotonic seconds)
-        self.index = 0  # frames played since the last reset (the frame counter)
-        self.resets = 0
-        self.fps = 0.0  # steps per second while a key is held (moving average)
-        self.step_ms = 0.0
-        self.last_step = 0.0
-        self.last_used = time.monotonic()
-        self.clip: Path | None = None  # last downloaded clip (deleted on the next or on close)
-        self.closed = False
-
-    @property
-    def busy(self) -> bool:
-        return self.streamer is not None
-
-    def step(self, action: int) -> np.ndarray:
-        with self.lock:
-            t = time.perf_counter()
-            frame = self.engine.step(action)
-            now = time.perf_counter()
-        self.step_ms = 1000 * (now - t)
-        gap = now - self.last_step
-        if 0 < gap < 1.0:  # consecutive frames of one hold
-            self.fps = 1 / gap if self.fps == 0 else 0.8 * self.fps + 0.2 / gap
-        else:
-            self.fps = 0.0
-        self.last_step = now
-        self.index += 1
-        self.last_used = time.monotonic()
-        return frame
-
-    def reset(self, prompt) -> np.ndarray:
-        with self.lock:
-            frame = self.engine.reset(prompt)
-        self.start, self.index, self.fps = prompt, 0, 0.0
-        self.resets += 1
-        return frame
-
-    def undo(self) -> np.ndarray:
-        with self.lock:
-            could = self.engine.can_undo
-            frame = self.engine.undo()
-        self.index -= int(could)
-        return frame
-
-    def close(self) -> None:
-        self.closed = True
-        self.held = None
-        if self.clip is not None:
-            self.clip.unlink(missing_ok=True)
-
-
-class Sessions:
-    """Sessions keyed by Gradio's session_hash, at most `max_players`; a new player evicts the
-    least recently used session idle for `idle_evict_s`, or is told the world is full."""
-
-    def __init__(
-        self,
-        world,
-        max_players: int = MAX_PLAYERS,
-        idle_evict_s: float = IDLE_EVICT_S,
-        seed=None,
-        **engine_kw,
-    ):
-        self.world = world
-        self.max_players = max_players
-        self.idle_evict_s = idle_evict_s
-        self.seed = seed
-        self.engine_kw = {"max_undo": 32, "max_frames_kept": 1800, **engine_kw}
-        self._lock = threading.Lock()
-        self._by_id: OrderedDict[str, Session] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-    def default_start(self):
-        examples = self.world.examples
-        if examples:
-            return examples[0]
-        s = self.world.frame_size[0]
-        return np.full((s, s, 3), 128, np.uint8)
-
-    def get(self, sid: str | None) -> Session:
-        from genie.engine import WorldEngine
-
-        sid = sid or "anonymous"
-        with self._lock:
-            sess = self._by_id.get(sid)
-            if sess is not None:
-                self._by_id.move_to_end(sid)
-                sess.last_used = time.monotonic()
-                return sess
-            if len(self._by_id) >= self.max_players:
-                now = time.monotonic()
-                idle = [
-                    k
-                    for k, s in self._by_id.items()
-                    if not s.busy and now - s.last_used >= self.idle_evict_s
-                ]
-                if not idle:
-                    raise UserError(
-                        f"too many players: {self.max_players} people are playing this world right now; "
-                        "try again in a minute"
-                    )
-                self._by_id.pop(idle[0]).close()
-            seed = self.seed if self.seed is not None else secrets.randbelow(2**31)
-            sess = Session(WorldEngine(self.world, seed=seed, **self.engine_kw), None)
-            self._by_id[sid] = sess
-        sess.reset(self.default_start())
-        return sess
-
-    def free(self, sid: str | None) -> None:
-        with self._lock:
-            sess = self._by_id.pop(sid or "anonymous", None)
-        if sess is not None:
-            sess.close()
-
-    def close_all(self) -> None:
-        with self._lock:
-            sessions, self._by_id = list(self._by_id.values()), OrderedDict()
-        for s in sessions:
-            s.close()
 
 
 # ---------------------------------------------------------------------------- HTML pieces
@@ -281,85 +136,21 @@ def build_demo(
         try:
             action = probe.action_id(data.get("action"))
         except UserError:
-            yield gr.skip()
-            return
-        seq = int(data.get("seq", 0))
-        me = object()
-        with sess.flags:
-            sess.taps.append(action)
-            if seq > sess.seq:
-                sess.seq, sess.held, sess.pressed_at = seq, action, time.monotonic()
-            owner = sess.streamer is None  # else the running stream picks the new action up
-            if owner:
-                sess.streamer = me
-        if not owner:
-            yield gr.skip()  # a generator that yields nothing would blank the screen
-            return
-        # The world steps in a worker thread while this generator sends the previous frame,
-        # so model time overlaps transport; the one-slot queue keeps it at most a frame ahead.
-        frames: queue.Queue = queue.Queue(maxsize=1)
-        stop = threading.Event()
-        worker = threading.Thread(target=play_while_held, args=(sess, frames, stop), daemon=True)
-        worker.start()
+            action = None
         shown = False
-        try:
-            while (item := frames.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
+        if action is not None:
+            for html_frame in sess.press(
+                action, int(data.get("seq", 0)), render=lambda f: show(sess, f)
+            ):
                 shown = True
-                yield item
-            if not shown:
-                yield gr.skip()
-        finally:
-            stop.set()  # the page went away mid-stream: the worker ends after its step
-            with sess.flags:
-                if sess.streamer is me:
-                    sess.streamer = None
-                    sess.held = None
-
-    def play_while_held(sess: Session, frames: queue.Queue, stop: threading.Event) -> None:
-        def put(item) -> None:
-            while not stop.is_set():
-                try:
-                    return frames.put(item, timeout=0.1)
-                except queue.Full:
-                    pass
-
-        started = time.monotonic()
-        try:
-            while not stop.is_set() and not sess.closed and time.monotonic() - started < MAX_HOLD_S:
-                action = next_action(sess)
-                if action is None:
-                    break
-                put(show(sess, sess.step(action)))
-        except Exception as e:  # raised again in the generator, where Gradio reports it
-            put(e)
-        put(_DONE)
-
-    def next_action(sess: Session) -> int | None:
-        """The next action to play, or None (and the stream ends) when nothing is pressed. A
-        press always plays once; holding plays on only once the key has been down for
-        HOLD_DELAY_S, so a quick tap is exactly one frame however late its keyup arrives."""
-        while True:
-            with sess.flags:
-                if sess.taps:
-                    return sess.taps.popleft()
-                if sess.held is None or sess.closed:
-                    sess.streamer = None
-                    return None
-                wait = HOLD_DELAY_S - (time.monotonic() - sess.pressed_at)
-                if wait <= 0:
-                    return sess.held
-            time.sleep(min(wait, 0.01))
+                yield html_frame
+        if not shown:
+            yield gr.skip()  # a generator that yields nothing would blank the screen
 
     def release(evt: gr.EventData, request: gr.Request) -> None:
-        sess = sessions._by_id.get(request.session_hash if request else "anonymous")
-        if sess is None:
-            return
-        seq = int((getattr(evt, "_data", None) or {}).get("seq", 0))
-        with sess.flags:
-            if seq > sess.seq:
-                sess.seq, sess.held = seq, None
+        sess = sessions.peek(request.session_hash if request else None)
+        if sess is not None:
+            sess.release(int((getattr(evt, "_data", None) or {}).get("seq", 0)))
 
     # ---------------- buttons and uploads
 

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +126,7 @@ def test_bad_upload_is_an_error_message_and_the_server_keeps_serving(app, tmp_pa
 
 def test_sessions_are_bounded_and_idle_ones_evicted(world):
     from genie.errors import UserError
-    from genie.playground import Sessions
+    from genie.sessions import Sessions
     from genie.world import World
 
     w = World.from_folder(world)
@@ -144,6 +145,35 @@ def test_sessions_are_bounded_and_idle_ones_evicted(world):
     evicting.get("a")  # "a" becomes the most recently used
     evicting.get("c")  # evicts "b", the least recently used
     assert evicting.get("a") is first and len(evicting) == 2 and "b" not in evicting._by_id
+
+
+def test_a_tap_is_one_frame_and_a_held_key_streams(world):
+    import threading
+
+    from genie.sessions import Sessions
+    from genie.world import World
+
+    s = Sessions(World.from_folder(world), seed=0).get("player")
+    s.release(2)  # a keyup handled before its keydown: the press still plays exactly once
+    assert len(list(s.press(1, 1))) == 1 and s.held is None
+    threading.Timer(0.02, s.release, args=(4,)).start()  # a quick tap
+    assert len(list(s.press(0, 3))) == 1
+
+    threading.Timer(0.6, s.release, args=(6,)).start()  # held for 0.6 s
+    held = list(s.press(2, 5))
+    assert len(held) >= 5 and set(s.engine.actions_taken[-len(held) :]) == {2}
+
+    frames = []
+    stream = threading.Thread(target=lambda: frames.extend(s.press(0, 7)))
+    stream.start()
+    time.sleep(0.3)
+    assert list(s.press(3, 8)) == []  # a second key while streaming: the stream switches to it
+    time.sleep(0.3)
+    s.release(9)
+    stream.join(timeout=5)
+    assert not stream.is_alive() and s.streamer is None
+    taken = s.engine.actions_taken[-len(frames) :]
+    assert taken[0] == 0 and taken[-1] == 3 and s.index == 2 + len(held) + len(frames)
 
 
 def test_play_command_fails_cleanly_without_a_world(tmp_path, capsys):
