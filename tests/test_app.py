@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worlds import make_tiny_world
+from worlds import make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from worlds import make_tiny_world
+from worlds import make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [

@@ -12,7 +12,7 @@ from PIL import Image
 
 from genie.engine import WorldEngine
 from genie.errors import UserError
-from worlds import example_images, make_tiny_world
+from worlds import example_images, make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
 
 SIZE = 32
 

@@ -10,7 +10,7 @@ from PIL import Image
 from genie.cli import main
 from genie.errors import UserError
 from genie.video import read_video, tile, write_video
-from worlds import make_tiny_world
+from worlds import make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
 
 SIZE = 32
 

@@ -12,12 +12,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from genie.dynamics import DynamicsConfig, DynamicsModel
 from genie.tokenizer import TokenizerConfig, VideoTokenizer
 from genie.world import export_part, set_action_labels
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models step faster on one thread, and two threads on a busy 2-core machine stall in
+    OpenMP barriers (seconds per step). Import into a test module to use it there."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 LABELS = ["left", "right", "up", "down", "noop"]
 
