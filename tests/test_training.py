@@ -277,3 +277,13 @@ def test_cli_exit_code_from_a_real_process(tmp_path):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_bench_train_reports_throughput_and_flops(capsys):
+    assert genie("bench", "train", "--preset", "tiny", "--steps", 1, "--warmup", 0, "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["fp32_peak_gflop_per_s"] > 0
+    assert [r["part"] for r in result["parts"]] == ["tokenizer", "lam", "dynamics"]
+    for r in result["parts"]:
+        assert r["frames_per_s"] > 0 and r["gflop_per_step"] > 0 and 0 < r["fraction_of_peak"] < 2
+    assert result["parts"][2]["tokens_per_s"] > result["parts"][2]["frames_per_s"]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import time
 
 PARTS = ("tokenizer", "lam", "dynamics")
@@ -102,10 +104,12 @@ def measure(part: str, preset_name: str, steps: int, warmup: int, peak: float) -
     flops = counter.get_total_flops()
     for _ in range(warmup):
         step()
-    t = time.perf_counter()
+    times = []
     for _ in range(steps):
+        t = time.perf_counter()
         step()
-    sec = (time.perf_counter() - t) / steps
+        times.append(time.perf_counter() - t)
+    sec = statistics.median(times)  # robust to a step slowed down by another process
     b, t_ = (batch["tokens"] if part == "dynamics" else batch["frames"]).shape[:2]
     row = {
         "part": part,
@@ -132,11 +136,14 @@ def run(args) -> int:
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
     presets.load(args.preset, args.parts[0])  # unknown preset -> one-line error before any work
+    load = os.getloadavg()[0]  # other processes skew the numbers; reported beside them
     peak = measure_peak_gflops()
     rows = [measure(part, args.preset, args.steps, args.warmup, peak) for part in args.parts]
     result = {
         "preset": args.preset,
         "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_avg_1m_at_start": load,
         "fp32_peak_gflop_per_s": peak,
         "steps": args.steps,
         "parts": rows,
@@ -144,16 +151,35 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    threads = torch.get_num_threads()
     print(
-        f"preset {args.preset}, {torch.get_num_threads()} threads, fp32 matmul peak {peak:.0f} GFLOP/s"
+        f"preset {args.preset}, {threads} threads, fp32 matmul peak {peak:.0f} GFLOP/s, load {load:.1f}"
     )
-    head = f"{'part':<10}{'params':>8}{'batch':>8}{'s/step':>9}{'frames/s':>10}{'tokens/s':>10}{'GFLOP/step':>11}{'GFLOP/s':>9}{'of peak':>9}"
-    print(head)
+    if load > 0.5 * (os.cpu_count() or 1):
+        print("warning: other processes are loading the CPU: these numbers are low")
+    cols = (
+        "part",
+        "params",
+        "batch",
+        "s/step",
+        "frames/s",
+        "tokens/s",
+        "GFLOP/step",
+        "GFLOP/s",
+        "of peak",
+    )
+    print(f"{cols[0]:<10}" + "".join(f"{c:>11}" for c in cols[1:]))
     for r in rows:
-        tokens = f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else "-"
-        print(
-            f"{r['part']:<10}{r['params_m']:>7.2f}M{r['batch']:>8}{r['s_per_step']:>9.3f}{r['frames_per_s']:>10.1f}"
-            f"{tokens:>10}{r['gflop_per_step']:>11.2f}{r['gflop_per_s']:>9.1f}{r['fraction_of_peak']:>8.0%} "
-        )
+        cells = [
+            f"{r['params_m']:.2f}M",
+            r["batch"],
+            f"{r['s_per_step']:.3f}",
+            f"{r['frames_per_s']:.1f}",
+            f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else "-",
+            f"{r['gflop_per_step']:.2f}",
+            f"{r['gflop_per_s']:.1f}",
+            f"{r['fraction_of_peak']:.0%}",
+        ]
+        print(f"{r['part']:<10}" + "".join(f"{c:>11}" for c in cells))
     print(json.dumps(result))
     return 0
