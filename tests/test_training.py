@@ -75,12 +75,15 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def tokenizer_world(path: Path, num_codes: int = 64) -> Path:
+def tokenizer_world(path: Path, num_codes: int = 64, frame_size: int = 32) -> Path:
     """A world holding a random-init tokenizer of the tiny preset's shape."""
     from genie.pretrained import config_from_dict
     from genie.tokenizer import TokenizerConfig, VideoTokenizer
 
-    model = presets.load("tiny", "tokenizer").model | {"num_codes": num_codes}
+    model = presets.load("tiny", "tokenizer").model | {
+        "num_codes": num_codes,
+        "frame_size": frame_size,
+    }
     torch.manual_seed(0)
     export_part(path, "tokenizer", VideoTokenizer(config_from_dict(TokenizerConfig, model)), {})
     return path
@@ -226,6 +229,7 @@ def bad_cases(data: Path, tmp: Path) -> dict[str, list]:
     (tmp / "empty").mkdir()
     short = write_dataset(tmp / "short", episodes=2, length=3, val_episodes=0)
     small = tokenizer_world(tmp / "small-vocab", num_codes=32)
+    big = tokenizer_world(tmp / "64px", frame_size=64)
     return {
         "missing data": ["tokenizer", "--data", tmp / "nope", "--world", tmp / "w", *TRAIN],
         "no episodes": ["tokenizer", "--data", tmp / "empty", "--world", tmp / "w", *TRAIN],
@@ -233,6 +237,16 @@ def bad_cases(data: Path, tmp: Path) -> dict[str, list]:
         "unknown preset": ["tokenizer", "--data", data, "--world", tmp / "w", "--preset", "huge"],
         "world without tokenizer": ["dynamics", "--data", data, "--world", tmp / "w", *TRAIN],
         "world without lam": ["dynamics", "--data", data, "--world", small, *TRAIN],
+        "tokenizer of other frames": [
+            "dynamics",
+            "--data",
+            data,
+            "--world",
+            big,
+            "--action-source",
+            "true",
+            *TRAIN,
+        ],
         "resume without checkpoint": [
             "lam",
             "--data",

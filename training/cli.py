@@ -36,6 +36,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, help="override the preset's clips per process per step"
     )
     p.add_argument("--lr", type=float, help="override the preset's peak learning rate")
+    p.add_argument("--clip-len", type=int, help="override the preset's frames per training clip")
     p.add_argument(
         "--mixed-precision",
         choices=("no", "fp16", "bf16"),
@@ -86,7 +87,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def _check_numbers(args) -> None:
     from genie.errors import UserError
 
-    for name in ("steps", "batch_size", "stop_at", "log_every", "eval_batches"):
+    for name in ("steps", "batch_size", "clip_len", "stop_at", "log_every", "eval_batches"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")

@@ -98,7 +98,7 @@ class Part:
         if want != have:
             what = "the world's tokenizer" if self.name == "dynamics" else f"the {self.name} config"
             raise UserError(
-                f"the dataset's frames are {want} pixels but {what} expects {have}: "
+                f"the dataset's frames are {_px(want)} but {what} expects {_px(have)}: "
                 "record/import the data at that size or pick a preset that matches"
             )
 
@@ -158,6 +158,10 @@ class Part:
         if self.name != "dynamics":
             return {}
         return {"action_source": self.action_source, "action_labels": self.action_labels}
+
+
+def _px(size: int | tuple) -> str:
+    return f"{size}x{size}" if isinstance(size, int) else f"{size[0]}x{size[1]}"
 
 
 def _norm(value: Any) -> Any:

@@ -65,7 +65,12 @@ class Settings:
 
 def resolve_settings(args) -> Settings:
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.world, args.part)
-    overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}
+    overrides = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "clip_len": args.clip_len,
+    }
     found = checkpoint.find(run_dir)
     if not args.resume:
         if found is not None:
