@@ -215,6 +215,8 @@ def build_demo(
 
     def generate(image, example: str | None, actions_text: str, frames, samples, seed, fmt):
         try:
+            if not (1 <= int(frames) <= GENERATE_MAX_FRAMES and 1 <= int(samples) <= 4):
+                raise UserError(f"frames must be 1..{GENERATE_MAX_FRAMES} and samples 1..4")
             prompt = image or (
                 examples[[e.stem for e in examples].index(example)] if example else None
             )
