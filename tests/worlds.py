@@ -94,23 +94,34 @@ COINRUN_LABELS = ["left", "right", "jump", "jump right", "jump left", "down", "n
 
 
 def make_coinrun_size_world(path: str | Path, seed: int = 0) -> Path:
-    """A random-init world with the shipped CoinRun world's sizes (64x64 frames, 8x8 tokens, the
-    default tokenizer, the `coinrun-cpu` dynamics preset, 8 latent actions): for timing play
-    before a trained world exists. Its frames are noise."""
+    """A random-init world with the shipped CoinRun world's sizes: the models of the
+    `coinrun-cpu` training presets (64x64 frames, 8x8 tokens, 8 latent actions), for timing
+    play before a trained world exists. Its frames are noise."""
+    import json
+
+    from genie.pretrained import config_from_dict
+
     path = Path(path)
+    presets = Path(__file__).resolve().parents[1] / "training" / "presets" / "coinrun-cpu"
+    model = {
+        p: json.loads((presets / f"{p}.json").read_text())["model"]
+        for p in ("tokenizer", "dynamics")
+    }
     torch.manual_seed(seed)
-    tokenizer = VideoTokenizer(TokenizerConfig()).eval()
-    dyn_cfg = DynamicsConfig(vocab_size=tokenizer.num_codes, grid=tokenizer.grid, num_actions=8)
-    dynamics = DynamicsModel(dyn_cfg).eval()
+    tokenizer = VideoTokenizer(config_from_dict(TokenizerConfig, model["tokenizer"])).eval()
+    dynamics = DynamicsModel(config_from_dict(DynamicsConfig, model["dynamics"])).eval()
     export_part(
-        path, "tokenizer", tokenizer, {"note": "random init, CoinRun sizes (tests/worlds.py)"}
+        path, "tokenizer", tokenizer, {"note": "random init, coinrun-cpu sizes (tests/worlds.py)"}
     )
     export_part(
-        path, "dynamics", dynamics, {"note": "random init, CoinRun sizes", "action_source": "lam"}
+        path,
+        "dynamics",
+        dynamics,
+        {"note": "random init, coinrun-cpu sizes", "action_source": "lam"},
     )
-    set_action_labels(path, COINRUN_LABELS)
+    set_action_labels(path, COINRUN_LABELS[: dynamics.config.num_actions])
     (path / "examples").mkdir(exist_ok=True)
-    for i, img in enumerate(example_images(64, seed)):
+    for i, img in enumerate(example_images(tokenizer.config.frame_size, seed)):
         Image.fromarray(img).save(path / "examples" / f"start_{i}.png")
     return path
 
