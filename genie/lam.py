@@ -29,7 +29,7 @@ from torch import nn
 
 from genie.blocks import STTransformer, VectorQuantizer, init_weights, psnr
 from genie.pretrained import PretrainedMixin
-from genie.tokenizer import frame_strip, to_float_frames
+from genie.tokenizer import CenteredLatent, frame_strip, to_float_frames
 
 
 @dataclass
@@ -49,14 +49,20 @@ class LAMConfig:
     # tiny, and a full-weight commitment term freezes the latents before the decoder learns to use them
     vq_restart_after: int = 50  # training steps a code may go unused before it is re-seeded
     predict_delta: bool = True  # decoder predicts x_{t+1} - x_t (static content is free)
-    encoder_input: str = "frames+diff"  # what the encoder embeds per patch: "frames" (x_t, as Genie),
+    encoder_input: str = (
+        "frames+diff"  # what the encoder embeds per patch: "frames" (x_t, as Genie),
+    )
     # "diff" (x_t - x_{t-1}) or "frames+diff" (both): with the difference, motion is visible from step 0
 
     def __post_init__(self):
         if self.encoder_input not in ("frames", "diff", "frames+diff"):
-            raise ValueError(f"encoder_input must be 'frames', 'diff' or 'frames+diff', got {self.encoder_input!r}")
+            raise ValueError(
+                f"encoder_input must be 'frames', 'diff' or 'frames+diff', got {self.encoder_input!r}"
+            )
         if self.frame_size % self.patch_size:
-            raise ValueError(f"frame_size {self.frame_size} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"frame_size {self.frame_size} is not a multiple of patch_size {self.patch_size}"
+            )
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -84,15 +90,17 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         self.config = c = config
         h, w = c.grid
         patch_dim = 3 * c.patch_size**2
-        self.enc_embed = nn.Linear(patch_dim * (2 if c.encoder_input == "frames+diff" else 1), c.width)
+        self.enc_embed = nn.Linear(
+            patch_dim * (2 if c.encoder_input == "frames+diff" else 1), c.width
+        )
         self.enc_pos = nn.Parameter(torch.zeros(h * w + 1, c.width))  # patches + action token
         self.action_token = nn.Parameter(torch.zeros(c.width))
         self.encoder = STTransformer(c.width, c.enc_depth, c.heads, c.mlp_ratio)
         self.to_action = nn.Linear(c.width, c.action_dim)
-        # centre the latents (batch statistics in training, running ones after) so their
-        # directions spread over the sphere: a tiny cosine codebook otherwise collapses to one code
-        self.action_norm = nn.BatchNorm1d(c.action_dim, affine=False, momentum=0.1)
-        self.vq = VectorQuantizer(c.num_actions, c.action_dim, beta=c.vq_beta, restart_after=c.vq_restart_after)
+        self.center = CenteredLatent(c.action_dim)  # without it the tiny codebook collapses
+        self.vq = VectorQuantizer(
+            c.num_actions, c.action_dim, beta=c.vq_beta, restart_after=c.vq_restart_after
+        )
         self.dec_embed = nn.Linear(patch_dim, c.width)
         self.dec_pos = nn.Parameter(torch.zeros(h * w, c.width))
         self.from_action = nn.Linear(c.action_dim, c.width)
@@ -127,17 +135,15 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         mode = self.config.encoder_input
         if mode != "frames":
             diff = torch.cat([torch.zeros_like(patches[:, :1]), patches.diff(dim=1)], dim=1)
-            patches = diff if mode == "diff" else torch.cat([patches, diff], dim=-1)  # (B, T, N, 2*P*P*3)
+            patches = (
+                diff if mode == "diff" else torch.cat([patches, diff], dim=-1)
+            )  # (B, T, N, 2*P*P*3)
         x = self.enc_embed(patches)  # (B, T, N, D)
         tok = self.action_token.expand(b, t, 1, -1)
         x = torch.cat([tok, x], dim=2) + self.enc_pos  # (B, T, 1+N, D)
         x = self.encoder(x)
         z = self.to_action(x[:, 1:, 0])  # action token of frames 2..T: (B, T-1, E)
-        norm = self.action_norm
-        z = F.batch_norm(
-            z.flatten(0, 1), norm.running_mean, norm.running_var, training=update_stats, momentum=norm.momentum
-        )
-        return z.reshape(b, t - 1, -1)
+        return self.center(z, update_stats)
 
     def forward(self, frames: torch.Tensor) -> LAMOutput:
         """frames uint8 (B, T, H, W, 3) -> latent actions and predictions of frames 2..T."""
@@ -153,7 +159,9 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         out = rearrange(out, "b t (h w) (p q c) -> b t (h p) (w q) c", h=gh, w=gw, p=p, q=p)
         recon = x[:, :-1] + out if self.config.predict_delta else out + 0.5
         losses = {"recon": F.mse_loss(recon, x[:, 1:]), "vq": self.config.vq_weight * q.loss}
-        return LAMOutput(actions=q.ids, recon=recon, losses=losses, perplexity=q.perplexity, usage=q.usage)
+        return LAMOutput(
+            actions=q.ids, recon=recon, losses=losses, perplexity=q.perplexity, usage=q.usage
+        )
 
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """batch["frames"] uint8 (B, T, H, W, 3) -> (loss, metrics)."""

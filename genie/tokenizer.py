@@ -38,25 +38,37 @@ class TokenizerConfig:
     patch_size: int = 8  # P: downsampling factor, a frame becomes (H/P) x (W/P) tokens
     num_codes: int = 1024  # C: codebook size = the dynamics' vocabulary
     code_dim: int = 32  # E: code width (codes are l2-normalised)
-    arch: str = "conv"  # "conv": conv stem + conv upsampler (hybrid); "vit": linear patch embed/unpatchify
-    conv_widths: tuple[int, ...] = (32, 64, 96)  # conv arch: channels per 2x stage, full resolution first; len = log2(P)
+    arch: str = (
+        "conv"  # "conv": conv stem + conv upsampler (hybrid); "vit": linear patch embed/unpatchify
+    )
+    conv_widths: tuple[int, ...] = (
+        32,
+        64,
+        96,
+    )  # conv arch: channels per 2x stage, full resolution first; len = log2(P)
     width: int = 192  # D: transformer width
     enc_depth: int = 2  # spatial (per-frame) transformer blocks in the encoder
     dec_depth: int = 2  # space-time blocks (causal temporal attention) in the decoder
     heads: int = 4  # attention heads (head width D / heads)
     mlp_ratio: float = 4.0  # MLP hidden width / D
-    max_frames: int = 16  # decoder temporal window: a frame sees itself + max_frames-1 previous frames
+    max_frames: int = (
+        16  # decoder temporal window: a frame sees itself + max_frames-1 previous frames
+    )
     vq_beta: float = 0.25  # commitment weight of the VQ loss
     vq_restart_after: int = 50  # training steps a code may go unused before it is re-seeded
     l1_weight: float = 0.0  # weight of an extra L1 reconstruction term (MSE always on)
 
     def __post_init__(self):
         if self.frame_size % self.patch_size:
-            raise ValueError(f"frame_size {self.frame_size} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"frame_size {self.frame_size} is not a multiple of patch_size {self.patch_size}"
+            )
         if self.arch not in ("conv", "vit"):
             raise ValueError(f"arch must be 'conv' or 'vit', got {self.arch!r}")
         if self.arch == "conv" and 2 ** len(self.conv_widths) != self.patch_size:
-            raise ValueError(f"conv arch needs log2(patch_size) = {math.log2(self.patch_size):g} conv_widths")
+            raise ValueError(
+                f"conv arch needs log2(patch_size) = {math.log2(self.patch_size):g} conv_widths"
+            )
         if self.max_frames < 2:
             raise ValueError("max_frames must be >= 2")
 
@@ -88,6 +100,31 @@ class SpatialBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class CenteredLatent(nn.Module):
+    """Centres and scales latents per channel before an l2-normalised VQ: batch statistics in
+    training (updating running ones), running statistics otherwise, so a frame's codes never
+    depend on the rest of its batch at inference. Without it the latents share a large common
+    direction at initialisation (positive GELU features, biases), every one lands on the same
+    cosine code, and dead-code restarts re-seed from those same latents: the codebook collapses."""
+
+    def __init__(self, dim: int, momentum: float = 0.1):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
+
+    def forward(self, z: torch.Tensor, update_stats: bool) -> torch.Tensor:
+        """z: (..., E) -> same shape. update_stats: use and update batch statistics (training)."""
+        flat = F.batch_norm(
+            z.reshape(-1, z.shape[-1]),
+            self.running_mean,
+            self.running_var,
+            training=update_stats,
+            momentum=self.momentum,
+        )
+        return flat.reshape(z.shape)
+
+
 def conv_stem(widths: tuple[int, ...], out_dim: int) -> nn.Sequential:
     """(B', 3, H, W) -> (B', out_dim, H/2^k, W/2^k): per stage a stride-2 conv and a 3x3 conv."""
     layers, c_in = [], 3
@@ -109,6 +146,22 @@ def conv_upsampler(in_dim: int, widths: tuple[int, ...]) -> nn.Sequential:
         c_in = c
     layers.append(nn.Conv2d(c_in, 3, 3, padding=1))
     return nn.Sequential(*layers)
+
+
+def init_convs(module: nn.Module) -> None:
+    """He-normal init for convs (GELU ~ ReLU gain): torch's default shrinks activations ~3x per
+    layer, so after a 6-conv stem the image would be a faint perturbation of the position
+    embeddings and every frame would get the same codes."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        elif isinstance(m, nn.ConvTranspose2d):  # weight (in, out, k, k), stride 2: in*k*k/4 inputs
+            fan_in = m.weight.shape[0] * m.weight[0, 0].numel() // 4
+            nn.init.normal_(m.weight, std=math.sqrt(2.0 / fan_in))
+        else:
+            continue
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 def to_float_frames(frames: torch.Tensor) -> torch.Tensor:
@@ -155,17 +208,25 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
             self.embed = nn.Linear(patch_dim, c.width)
             self.unembed = nn.Linear(c.width, patch_dim)
         self.enc_pos = nn.Parameter(torch.zeros(h * w, c.width))
-        self.encoder = nn.ModuleList([SpatialBlock(c.width, c.heads, c.mlp_ratio) for _ in range(c.enc_depth)])
+        self.encoder = nn.ModuleList(
+            [SpatialBlock(c.width, c.heads, c.mlp_ratio) for _ in range(c.enc_depth)]
+        )
         self.enc_norm = nn.LayerNorm(c.width)
         self.to_code = nn.Linear(c.width, c.code_dim)
-        self.vq = VectorQuantizer(c.num_codes, c.code_dim, beta=c.vq_beta, restart_after=c.vq_restart_after)
+        self.center = CenteredLatent(c.code_dim)
+        self.vq = VectorQuantizer(
+            c.num_codes, c.code_dim, beta=c.vq_beta, restart_after=c.vq_restart_after
+        )
         self.from_code = nn.Linear(c.code_dim, c.width)
         self.dec_pos = nn.Parameter(torch.zeros(h * w, c.width))
         self.decoder = STTransformer(c.width, c.dec_depth, c.heads, c.mlp_ratio)
         init_weights(self)
+        init_convs(self)
         nn.init.normal_(self.enc_pos, std=0.02)
         nn.init.normal_(self.dec_pos, std=0.02)
-        with torch.no_grad():  # codes start as unit vectors spread on the sphere (init_weights skips it)
+        with (
+            torch.no_grad()
+        ):  # codes start as unit vectors spread on the sphere (init_weights skips it)
             self.vq.codebook.normal_()
 
     @property
@@ -183,8 +244,9 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
         if frames.ndim != 5 or tuple(frames.shape[2:]) != (s, s, 3):
             raise ValueError(f"expected frames (B, T, {s}, {s}, 3), got {tuple(frames.shape)}")
 
-    def _latents(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames uint8 (B, T, H, W, 3) -> continuous latents (B, T, N, E), each frame alone."""
+    def _latents(self, frames: torch.Tensor, update_stats: bool = False) -> torch.Tensor:
+        """frames uint8 (B, T, H, W, 3) -> centred continuous latents (B, T, N, E), each frame
+        alone (update_stats: training, see `CenteredLatent`)."""
         self._check(frames)
         b, p = frames.shape[0], self.config.patch_size
         x = to_float_frames(frames) * 2 - 1
@@ -196,7 +258,7 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
         x = x + self.enc_pos  # (B*T, N, D)
         for block in self.encoder:
             x = block(x)
-        z = self.to_code(self.enc_norm(x))
+        z = self.center(self.to_code(self.enc_norm(x)), update_stats)
         return rearrange(z, "(b t) n e -> b t n e", b=b)
 
     # ------------------------------------------------------------------ decoder
@@ -235,14 +297,16 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
     def forward(self, frames: torch.Tensor) -> TokenizerOutput:
         """frames uint8 (B, T, H, W, 3) -> ids, reconstruction and losses."""
         h, w = self.grid
-        q = self.vq(self._latents(frames))
+        q = self.vq(self._latents(frames, update_stats=self.training))
         recon = self._decode_codes(q.quantized)
         target = to_float_frames(frames)
         losses = {"recon": F.mse_loss(recon, target), "vq": q.loss}
         if self.config.l1_weight > 0:
             losses["l1"] = self.config.l1_weight * F.l1_loss(recon, target)
         ids = rearrange(q.ids, "b t (h w) -> b t h w", h=h, w=w)
-        return TokenizerOutput(ids=ids, recon=recon, losses=losses, perplexity=q.perplexity, usage=q.usage)
+        return TokenizerOutput(
+            ids=ids, recon=recon, losses=losses, perplexity=q.perplexity, usage=q.usage
+        )
 
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """batch["frames"] uint8 (B, T, H, W, 3) -> (loss, metrics)."""

@@ -2,13 +2,14 @@
 
 Every episode (deterministic given its seed):
 
-* a background drawn once per episode and then fixed: a smooth colour gradient plus a few
-  muted axis-aligned rectangles. Its values stay in [16, 176], so the sprite (values >= 220 in
+* a background drawn once per episode and then fixed: a palette colour with a gentle gradient
+  plus a few axis-aligned rectangles in palette colours (`PALETTE`, muted). Its values stay in [16, 176], so the sprite (values >= 220 in
   the red and green channels, 40 in blue) is always the brightest yellow thing in a frame;
 * a `sprite` x `sprite` yellow square that each action moves `speed` pixels:
   0 up, 1 down, 2 left, 3 right, 4 stay (`ACTIONS`). With `border="wrap"` (default) the world
   is a torus, so every action has a visible effect and the true action is always recoverable
   from two consecutive frames (what the LAM test needs); `border="clip"` stops at the edges.
+* the sprite starts at a multiple of `speed` (and stays on that grid unless clipped);
 * actions drawn uniformly at random, each held for `hold` steps (1 = a new action each step).
 
 Conventions match the dataset: frames uint8 (L, H, W, 3) channels-last; actions[t] is the action
@@ -28,19 +29,33 @@ import torch
 
 ACTIONS = ("up", "down", "left", "right", "stay")  # action id -> name
 MOVES = {0: (-1, 0), 1: (1, 0), 2: (0, -1), 3: (0, 1), 4: (0, 0)}  # action id -> (dy, dx) unit move
-SPRITE_COLOR = np.array([255, 230, 40], dtype=np.uint8)  # bright yellow, brighter than any background
+SPRITE_COLOR = np.array(
+    [255, 230, 40], dtype=np.uint8
+)  # bright yellow, brighter than any background
+
+
+# muted background colours (values in [16, 176]): a small palette, like a game's tile set, so
+# a tokenizer with a small codebook can represent the backgrounds exactly
+PALETTE = np.array(
+    [
+        [40, 60, 120], [60, 110, 70], [120, 80, 50], [90, 90, 100],
+        [30, 120, 140], [130, 60, 110], [150, 140, 90], [70, 40, 40],
+        [20, 70, 40], [110, 130, 160], [160, 100, 60], [50, 50, 70],
+    ],
+    dtype=np.float32,
+)  # fmt: skip
 
 
 def make_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """(size, size, 3) uint8: a smooth gradient plus 3-5 muted rectangles, values in [16, 176]."""
+    """(size, size, 3) uint8: a palette colour with a gentle gradient, plus 3-5 palette-coloured
+    rectangles; values in [16, 176]."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
-    base = rng.uniform(40, 120, size=3)
-    gy, gx = rng.uniform(-40, 40, size=(2, 3))
-    img = base + yy[..., None] * gy + xx[..., None] * gx  # (size, size, 3)
+    gy, gx = rng.uniform(-16, 16, size=2)
+    img = PALETTE[rng.integers(len(PALETTE))] + (yy * gy + xx * gx)[..., None]  # (size, size, 3)
     for _ in range(rng.integers(3, 6)):
         h, w = rng.integers(size // 8, size // 2, size=2)
         y, x = rng.integers(0, size - h), rng.integers(0, size - w)
-        img[y : y + h, x : x + w] = rng.uniform(16, 176, size=3)
+        img[y : y + h, x : x + w] = PALETTE[rng.integers(len(PALETTE))]
     return np.clip(img, 16, 176).astype(np.uint8)
 
 
@@ -75,7 +90,10 @@ def make_episode(
     rng = np.random.default_rng(seed)
     background = make_background(rng, size)
     wrap = border == "wrap"
-    y, x = (int(v) for v in rng.integers(0, size - (0 if wrap else sprite - 1), size=2))
+    # start on the `speed` grid, so the sprite's offset within a model's patch grid takes few
+    # values (speed == patch size: always aligned, and each action looks the same everywhere)
+    cells = -(-size // speed) if wrap else (size - sprite) // speed + 1
+    y, x = (int(v) * speed % size for v in rng.integers(0, cells, size=2))
     n_draws = -(-length // hold)
     actions = np.repeat(rng.integers(0, num_actions, size=n_draws), hold)[:length].astype(np.int64)
     frames = np.empty((length, size, size, 3), dtype=np.uint8)
