@@ -396,6 +396,11 @@ def train(args) -> int:
         if step % cfg.ckpt_every == 0 or step == stop_at:
             save_and_export()
     bar.close()
+    if (
+        accelerator.num_processes > 1
+    ):  # running statistics: rank 0's, as DDP's next forward would do
+        for buf in model.buffers():
+            torch.distributed.broadcast(buf.data, src=0)
     if clip_log is not None:
         clip_log.close()
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -410,6 +415,9 @@ def train(args) -> int:
         say(
             f"done: {step} steps in {elapsed / 60:.1f} min; {part_name} exported to {world / part_name}"
         )
+    accelerator.wait_for_everyone()
+    del batches, loss_module, loader  # DDP and loader state go before the process group
+    accelerator.free_memory()
     accelerator.end_training()
     return 0
 
