@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -203,9 +204,21 @@ def test_two_processes_read_disjoint_data_and_end_equal(data, tmp_path):
     cmd += ["-m", "training.train", "tokenizer", "--data", data, "--world", tmp_path / "world"]
     cmd += ["--run-dir", run, "--steps", 3, "--batch-size", 2, "--debug-shards", *TRAIN]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [str(c) for c in cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=150
+    proc = subprocess.Popen(
+        [str(c) for c in cmd],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
+    try:
+        stdout, stderr = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers
+        raise
+    out = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2 process(es)" in out.stdout
     seen = []
