@@ -93,6 +93,11 @@ def resolve_settings(args) -> Settings:
         raise UserError(
             f"{run_dir} was trained with preset '{saved['preset']}', not '{args.preset}'"
         )
+    for key in ("batch_size", "clip_len"):  # the saved data position counts batches of these
+        if overrides[key] and overrides[key] != saved["train"][key]:
+            raise UserError(
+                f"--{key.replace('_', '-')} can't change when resuming (the run uses {saved['train'][key]})"
+            )
     if args.action_source and args.action_source != saved.get("action_source"):
         raise UserError(f"{run_dir} was trained with --action-source {saved.get('action_source')}")
     train = presets.make_train_config(
