@@ -19,6 +19,7 @@ clips for the dynamics (`infer_actions`) and its codes are compared with true ac
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ from torch import nn
 
 from genie.blocks import STTransformer, VectorQuantizer, init_weights, psnr
 from genie.pretrained import PretrainedMixin
-from genie.tokenizer import CenteredLatent, frame_strip, to_float_frames
+from genie.tokenizer import CenteredLatent, conv_stem, frame_strip, init_convs, to_float_frames
 
 
 @dataclass
@@ -38,6 +39,8 @@ class LAMConfig:
     patch_size: int = 8  # P: pixels per patch side
     num_actions: int = 8  # A: latent action codebook size (Genie: 8; 6 on CoinRun)
     action_dim: int = 16  # E: action latent width; small, so a code carries little but the action
+    conv_widths: tuple[int, ...] = ()  # encoder patch embedding: () linear (Genie); else a conv
+    # stem with these channels per 2x stage (len = log2(P)) whose convs see across patch borders
     width: int = 128  # D: transformer width (encoder and decoder)
     enc_depth: int = 2  # space-time blocks of the encoder
     dec_depth: int = 2  # space-time blocks of the decoder
@@ -62,6 +65,10 @@ class LAMConfig:
         if self.frame_size % self.patch_size:
             raise ValueError(
                 f"frame_size {self.frame_size} is not a multiple of patch_size {self.patch_size}"
+            )
+        if self.conv_widths and 2 ** len(self.conv_widths) != self.patch_size:
+            raise ValueError(
+                f"conv_widths needs log2(patch_size) = {math.log2(self.patch_size):g} entries"
             )
 
     @property
@@ -90,9 +97,11 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         self.config = c = config
         h, w = c.grid
         patch_dim = 3 * c.patch_size**2
-        self.enc_embed = nn.Linear(
-            patch_dim * (2 if c.encoder_input == "frames+diff" else 1), c.width
-        )
+        in_ch = 6 if c.encoder_input == "frames+diff" else 3
+        if c.conv_widths:
+            self.enc_embed = conv_stem(tuple(c.conv_widths), c.width, in_ch)
+        else:
+            self.enc_embed = nn.Linear(patch_dim * in_ch // 3, c.width)
         self.enc_pos = nn.Parameter(torch.zeros(h * w + 1, c.width))  # patches + action token
         self.action_token = nn.Parameter(torch.zeros(c.width))
         self.encoder = STTransformer(c.width, c.enc_depth, c.heads, c.mlp_ratio)
@@ -107,6 +116,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         self.decoder = STTransformer(c.width, c.dec_depth, c.heads, c.mlp_ratio)
         self.to_patch = nn.Linear(c.width, patch_dim)
         init_weights(self)
+        init_convs(self)
         for p in (self.enc_pos, self.action_token, self.dec_pos):
             nn.init.normal_(p, std=0.02)
         if c.predict_delta:  # start as "copy the last frame": learning begins with what changed
@@ -119,7 +129,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         return self.config.num_actions
 
     def _patches(self, x: torch.Tensor) -> torch.Tensor:
-        """float frames (B, T, H, W, 3) -> patches (B, T, N, P*P*3)."""
+        """float frames (B, T, H, W, C) -> patches (B, T, N, P*P*C)."""
         p = self.config.patch_size
         return rearrange(x, "b t (h p) (w q) c -> b t (h w) (p q c)", p=p, q=p)
 
@@ -128,21 +138,23 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         if frames.ndim != 5 or tuple(frames.shape[2:]) != (s, s, 3) or frames.shape[1] < 2:
             raise ValueError(f"expected frames (B, T>=2, {s}, {s}, 3), got {tuple(frames.shape)}")
 
-    def _encode(self, patches: torch.Tensor, update_stats: bool) -> torch.Tensor:
-        """patches (B, T, N, P*P*3) in [-1, 1] -> centred action latents (B, T-1, E).
+    def _encode(self, x: torch.Tensor, update_stats: bool) -> torch.Tensor:
+        """frames (B, T, H, W, 3) in [-1, 1] -> centred action latents (B, T-1, E).
         update_stats: normalise with batch statistics and update the running ones (training)."""
-        b, t = patches.shape[:2]
+        b, t = x.shape[:2]
         mode = self.config.encoder_input
         if mode != "frames":
-            diff = torch.cat([torch.zeros_like(patches[:, :1]), patches.diff(dim=1)], dim=1)
-            patches = (
-                diff if mode == "diff" else torch.cat([patches, diff], dim=-1)
-            )  # (B, T, N, 2*P*P*3)
-        x = self.enc_embed(patches)  # (B, T, N, D)
+            diff = torch.cat([torch.zeros_like(x[:, :1]), x.diff(dim=1)], dim=1)
+            x = diff if mode == "diff" else torch.cat([x, diff], dim=-1)  # (B, T, H, W, 3 or 6)
+        if self.config.conv_widths:
+            h = self.enc_embed(rearrange(x, "b t h w c -> (b t) c h w"))  # (B*T, D, h, w)
+            h = rearrange(h, "(b t) d h w -> b t (h w) d", b=b)
+        else:
+            h = self.enc_embed(self._patches(x))  # (B, T, N, D)
         tok = self.action_token.expand(b, t, 1, -1)
-        x = torch.cat([tok, x], dim=2) + self.enc_pos  # (B, T, 1+N, D)
-        x = self.encoder(x)
-        z = self.to_action(x[:, 1:, 0])  # action token of frames 2..T: (B, T-1, E)
+        h = torch.cat([tok, h], dim=2) + self.enc_pos  # (B, T, 1+N, D)
+        h = self.encoder(h)
+        z = self.to_action(h[:, 1:, 0])  # action token of frames 2..T: (B, T-1, E)
         return self.center(z, update_stats)
 
     def forward(self, frames: torch.Tensor) -> LAMOutput:
@@ -150,7 +162,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         self._check(frames)
         x = to_float_frames(frames)
         patches = self._patches(x * 2 - 1)  # (B, T, N, P*P*3)
-        q = self.vq(self._encode(patches, update_stats=self.training))  # quantized (B, T-1, E)
+        q = self.vq(self._encode(x * 2 - 1, update_stats=self.training))  # quantized (B, T-1, E)
         h = self.dec_embed(patches[:, :-1]) + self.dec_pos  # (B, T-1, N, D)
         h = h + self.from_action(q.quantized)[:, :, None]  # a_t added to every token of frame t
         out = self.to_patch(self.decoder(h)) * 0.5  # (B, T-1, N, P*P*3), [-1,1] -> [0,1] scale
@@ -185,8 +197,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
     def infer_actions(self, frames: torch.Tensor) -> torch.Tensor:
         """frames uint8 (B, T, H, W, 3) -> latent action ids (B, T-1); a_t: frame t -> t+1."""
         self._check(frames)
-        patches = self._patches(to_float_frames(frames) * 2 - 1)
-        z = F.normalize(self._encode(patches, update_stats=False), dim=-1)
+        z = F.normalize(self._encode(to_float_frames(frames) * 2 - 1, update_stats=False), dim=-1)
         return (z @ self.vq.normalized_codebook().t()).argmax(-1)  # nearest code, no restarts
 
     @torch.no_grad()

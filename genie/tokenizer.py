@@ -125,9 +125,9 @@ class CenteredLatent(nn.Module):
         return flat.reshape(z.shape)
 
 
-def conv_stem(widths: tuple[int, ...], out_dim: int) -> nn.Sequential:
-    """(B', 3, H, W) -> (B', out_dim, H/2^k, W/2^k): per stage a stride-2 conv and a 3x3 conv."""
-    layers, c_in = [], 3
+def conv_stem(widths: tuple[int, ...], out_dim: int, in_channels: int = 3) -> nn.Sequential:
+    """(B', C, H, W) -> (B', out_dim, H/2^k, W/2^k): per stage a stride-2 conv and a 3x3 conv."""
+    layers, c_in = [], in_channels
     for c in widths:
         layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GELU()]
         layers += [nn.Conv2d(c, c, 3, padding=1), nn.GELU()]
