@@ -95,9 +95,9 @@ def test_loss_metrics_evaluate_and_visualize():
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="known gap: in 400 steps the tiny LAM's codes reach ~25-40% (not 90%) on this world; "
-    "the decoder learns to use true actions in ~150 steps, the encoder+VQ does not find them yet",
-    strict=False,
+    run=False,  # ~2-3 CPU-minutes to fail; run it by hand with --runxfail
+    reason="known gap: after 400 steps the tiny LAM's codes map to the true actions only 25-40% "
+    "of the time (target 90%); the decoder alone learns to use true actions in ~150 steps",
 )
 def test_latent_actions_recover_the_true_actions():
     """Trained on video alone, the latent actions tell the 5 true actions (4 moves + stay) apart:
