@@ -15,7 +15,7 @@ Every episode (deterministic given its seed):
 Conventions match the dataset: frames uint8 (L, H, W, 3) channels-last; actions[t] is the action
 taken at frame t that leads to frame t+1 (gym convention), so the last action of an episode has
 no successor frame. `make_batch` stacks episodes into the `{"frames", "actions"}` batch dict the
-models' `compute_loss` takes.
+models. `compute_loss` takes; `write_dataset` writes episodes in the dataset format (genie.data).
 
     frames, actions = make_episode(seed=0, length=16)        # (16, 32, 32, 3), (16,)
     batch = make_batch(batch=8, T=8, seed=1)                  # {"frames": (8, 8, 32, 32, 3) uint8, "actions": (8, 8) long}
@@ -23,6 +23,8 @@ models' `compute_loss` takes.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -133,3 +135,34 @@ def _first_of_run(idx: np.ndarray, size: int) -> int:
     """Start of a (possibly wrapping) run of consecutive indices, e.g. [0, 1, 30, 31] -> 30."""
     gaps = np.flatnonzero(np.diff(idx) > 1)
     return int(idx[gaps[0] + 1]) if len(gaps) else int(idx[0])
+
+
+def write_dataset(
+    root: str | Path, episodes: int, length: int, val_episodes: int = 0, seed: int = 0, **episode_kw
+) -> Path:
+    """Write `episodes` train + `val_episodes` val episodes (seeds seed, seed+1, ...) to `root`
+    in the project's dataset format (genie.data.format), with the action labels. Returns root."""
+    from genie.data.format import DatasetWriter, EpisodeData
+
+    size = episode_kw.get("size", 32)
+    n = episode_kw.get("num_actions", 5)
+    space = {"n": n, "labels": list(ACTIONS[:n])}
+    source = {"kind": "synthetic", **{k: v for k, v in episode_kw.items()}}
+    with DatasetWriter(
+        root, frame_size=(size, size), source=source, fps=15.0, action_space=space
+    ) as writer:
+        eps = []
+        for i in range(episodes + val_episodes):
+            frames, actions = make_episode(seed + i, length, **episode_kw)
+            split = "train" if i < episodes else "val"
+            eps.append(
+                EpisodeData(
+                    name=f"ep-{seed + i}",
+                    split=split,
+                    frames=frames,
+                    actions=actions,
+                    seed=seed + i,
+                )
+            )
+        writer.write_shard(eps)
+    return Path(root)
