@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from synthetic import ACTIONS, make_episode
+from synthetic import write_dataset
 
 from genie.cli import main
 from genie.errors import UserError
@@ -24,23 +24,6 @@ from training import presets
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["--preset", "tiny", "--log-every", "1", "--eval-batches", "1"]
-
-
-def write_dataset(root: Path, episodes: int, length: int, val_episodes: int) -> Path:
-    """Synthetic sprite episodes (32x32, 5 actions) in the dataset format, train + val splits."""
-    from genie.data import DatasetWriter, EpisodeData
-
-    space = {"n": len(ACTIONS), "labels": list(ACTIONS)}
-    with DatasetWriter(
-        root, frame_size=(32, 32), source={"kind": "synthetic"}, fps=15.0, action_space=space
-    ) as w:
-        eps = []
-        for i in range(episodes + val_episodes):
-            frames, actions = make_episode(seed=i, length=length)
-            split = "train" if i < episodes else "val"
-            eps.append(EpisodeData(name=f"ep-{i}", split=split, frames=frames, actions=actions))
-        w.write_shard(eps)
-    return root
 
 
 @pytest.fixture(autouse=True, scope="module")
