@@ -4,23 +4,12 @@ each browser session plays its own world."""
 import os
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
+from genie.play_bench import CHROMIUM, FRAME  # noqa: E402
+from genie.play_bench import CHROMIUM_ARGS as ARGS  # noqa: E402
 from worlds import make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-FRAME = "#genie-screen img[data-frame]"
 
 pytestmark = [
     pytest.mark.browser,
