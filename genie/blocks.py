@@ -232,23 +232,51 @@ class QuantizerOutput:
 
 
 class VectorQuantizer(nn.Module):
-    """VQ with l2-normalised codes (cosine-similarity lookup, as in ViT-VQGAN) and dead-code
-    restart: codes unused for `restart_after` training steps are re-seeded from the batch's
-    encoder outputs. Both defend against codebook collapse."""
+    """VQ with dead-code restart: codes unused for `restart_after` training steps are re-seeded
+    from the batch's encoder outputs (0: never). Both metrics defend against codebook collapse:
 
-    def __init__(self, num_codes: int, dim: int, beta: float = 0.25, restart_after: int = 50):
+    * "cosine": l2-normalised codes and latents (as in ViT-VQGAN); the tokenizer's default;
+    * "euclidean": raw codes and latents, nearest by l2 distance. A latent near the origin
+      (the LAM's "nothing happened") stays a point of its own, which the cosine metric would
+      scatter over random directions. Pair it with `init_kmeans` on the latents of a warmed-up
+      encoder (what the LAM does)."""
+
+    def __init__(
+        self,
+        num_codes: int,
+        dim: int,
+        beta: float = 0.25,
+        restart_after: int = 50,
+        metric: str = "cosine",
+    ):
         super().__init__()
+        if metric not in ("cosine", "euclidean"):
+            raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
         self.num_codes = num_codes
         self.dim = dim
         self.beta = beta
         self.restart_after = restart_after
+        self.metric = metric
         self.codebook = nn.Parameter(torch.randn(num_codes, dim))
         self.register_buffer(
             "steps_unused", torch.zeros(num_codes, dtype=torch.long), persistent=False
         )
 
     def normalized_codebook(self) -> torch.Tensor:
-        return F.normalize(self.codebook, dim=-1)
+        """The codes as the lookup uses them: l2-normalised (cosine) or as they are (euclidean)."""
+        return F.normalize(self.codebook, dim=-1) if self.metric == "cosine" else self.codebook
+
+    def prepare(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (..., dim) as the metric compares them (l2-normalised for cosine)."""
+        return F.normalize(z, dim=-1) if self.metric == "cosine" else z
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """(..., dim) prepared latents -> (...) ids of the nearest codes (no restarts, no loss)."""
+        codes = self.normalized_codebook()
+        if self.metric == "cosine":
+            return (z @ codes.t()).argmax(dim=-1)
+        d = (z * z).sum(-1, keepdim=True) - 2 * z @ codes.t() + (codes * codes).sum(-1)
+        return d.argmin(dim=-1)
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (...) -> (..., dim)"""
@@ -257,17 +285,16 @@ class VectorQuantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """z: (..., dim) continuous latents."""
         shape = z.shape
-        flat = F.normalize(z.reshape(-1, self.dim), dim=-1)  # (M, dim)
-        codes = self.normalized_codebook()
-        ids = (flat @ codes.t()).argmax(dim=-1)  # (M,) max cosine similarity
-        q = codes[ids]
+        flat = self.prepare(z.reshape(-1, self.dim))  # (M, dim)
+        ids = self.nearest(flat)  # (M,)
+        q = self.normalized_codebook()[ids]
         loss = F.mse_loss(q, flat.detach()) + self.beta * F.mse_loss(flat, q.detach())
         q_st = flat + (q - flat).detach()  # straight-through estimator
         counts = torch.bincount(ids, minlength=self.num_codes).float()
         probs = counts / counts.sum()
         perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
         usage = (counts > 0).float().mean()
-        if self.training:
+        if self.training and self.restart_after:
             self._restart_dead(counts, flat.detach())
         return QuantizerOutput(
             quantized=q_st.reshape(shape),
@@ -276,6 +303,26 @@ class VectorQuantizer(nn.Module):
             perplexity=perplexity,
             usage=usage,
         )
+
+    @torch.no_grad()
+    def init_kmeans(self, z: torch.Tensor, iters: int = 30, seed: int = 0) -> None:
+        """Set the codes to k-means centres (k-means++ seeding) of latents z (M, dim), e.g. those
+        of an encoder trained for a while without quantisation. Deterministic given z and seed,
+        so processes that pass the same (gathered) latents get the same codebook."""
+        x = self.prepare(z.reshape(-1, self.dim).float())
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        centres = x[torch.randint(0, len(x), (1,), generator=g).to(x.device)]
+        for _ in range(self.num_codes - 1):
+            d = torch.cdist(x, centres).min(dim=1).values.pow(2) + 1e-12
+            pick = torch.multinomial(d.cpu(), 1, generator=g).to(x.device)
+            centres = torch.cat([centres, x[pick]])
+        for _ in range(iters):
+            assign = torch.cdist(x, centres).argmin(dim=1)
+            sums = torch.zeros_like(centres).index_add_(0, assign, x)
+            counts = torch.bincount(assign, minlength=self.num_codes).float()[:, None]
+            centres = torch.where(counts > 0, sums / counts.clamp_min(1), centres)
+        self.codebook.data.copy_(self.prepare(centres))
+        self.steps_unused.zero_()
 
     @torch.no_grad()
     def _restart_dead(self, counts: torch.Tensor, flat: torch.Tensor) -> None:

@@ -28,9 +28,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from genie.blocks import STTransformer, VectorQuantizer, init_weights, psnr
+from genie.blocks import QuantizerOutput, STTransformer, VectorQuantizer, init_weights, psnr
 from genie.pretrained import PretrainedMixin
 from genie.tokenizer import CenteredLatent, conv_stem, frame_strip, init_convs, to_float_frames
+
+
+BANK_SIZE = 4096  # warm-up latents kept for the k-means codebook initialisation
 
 
 @dataclass
@@ -50,14 +53,27 @@ class LAMConfig:
     vq_beta: float = 0.25  # commitment weight inside the VQ loss
     vq_weight: float = 0.02  # weight of the VQ loss: the per-pixel MSE of mostly static frames is
     # tiny, and a full-weight commitment term freezes the latents before the decoder learns to use them
-    vq_restart_after: int = 50  # training steps a code may go unused before it is re-seeded
+    vq_restart_after: int = 50  # training steps a code may go unused before it is re-seeded (0:
+    # never; after a k-means start a restart only steals part of a cluster that has its code)
+    vq_metric: str = "cosine"  # "euclidean": the no-op stays a point near the origin (see
+    # VectorQuantizer); "cosine" (l2-normalised) is kept for worlds trained before
+    vq_warmup_steps: int = 0  # first training steps pass the continuous latent to the decoder;
+    # then the codebook starts as k-means centres of the latents seen (a tiny codebook trained
+    # from random codes collapses onto 2-3 codes before the encoder has learned what to say)
     predict_delta: bool = True  # decoder predicts x_{t+1} - x_t (static content is free)
+    dec_conv: bool = False  # decoder tokens also see their 3x3 neighbourhood of patches (a
+    # depthwise + pointwise conv over the token grid): moving content to a neighbouring patch
+    # is then local, instead of a relative offset learned through absolute position embeddings
     encoder_input: str = (
         "frames+diff"  # what the encoder embeds per patch: "frames" (x_t, as Genie),
     )
     # "diff" (x_t - x_{t-1}) or "frames+diff" (both): with the difference, motion is visible from step 0
 
     def __post_init__(self):
+        if self.vq_metric not in ("cosine", "euclidean"):
+            raise ValueError(f"vq_metric must be 'cosine' or 'euclidean', got {self.vq_metric!r}")
+        if self.vq_warmup_steps < 0:
+            raise ValueError("vq_warmup_steps must be >= 0")
         if self.encoder_input not in ("frames", "diff", "frames+diff"):
             raise ValueError(
                 f"encoder_input must be 'frames', 'diff' or 'frames+diff', got {self.encoder_input!r}"
@@ -108,11 +124,27 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         self.to_action = nn.Linear(c.width, c.action_dim)
         self.center = CenteredLatent(c.action_dim)  # without it the tiny codebook collapses
         self.vq = VectorQuantizer(
-            c.num_actions, c.action_dim, beta=c.vq_beta, restart_after=c.vq_restart_after
+            c.num_actions,
+            c.action_dim,
+            beta=c.vq_beta,
+            restart_after=c.vq_restart_after,
+            metric=c.vq_metric,
         )
+        if c.vq_warmup_steps:  # saved with the weights, so a resumed run knows where it is
+            self.register_buffer("trained_steps", torch.zeros((), dtype=torch.long))
+            self.register_buffer("latent_bank", torch.zeros(BANK_SIZE, c.action_dim), persistent=False)
+            self.bank_fill = 0
         self.dec_embed = nn.Linear(patch_dim, c.width)
         self.dec_pos = nn.Parameter(torch.zeros(h * w, c.width))
         self.from_action = nn.Linear(c.action_dim, c.width)
+        self.dec_mix = (
+            nn.Sequential(
+                nn.Conv2d(c.width, c.width, 3, padding=1, groups=c.width),
+                nn.Conv2d(c.width, c.width, 1),
+            )
+            if c.dec_conv
+            else None
+        )
         self.decoder = STTransformer(c.width, c.dec_depth, c.heads, c.mlp_ratio)
         self.to_patch = nn.Linear(c.width, patch_dim)
         init_weights(self)
@@ -162,9 +194,13 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         self._check(frames)
         x = to_float_frames(frames)
         patches = self._patches(x * 2 - 1)  # (B, T, N, P*P*3)
-        q = self.vq(self._encode(x * 2 - 1, update_stats=self.training))  # quantized (B, T-1, E)
+        q = self._quantize(self._encode(x * 2 - 1, update_stats=self.training))  # (B, T-1, E)
         h = self.dec_embed(patches[:, :-1]) + self.dec_pos  # (B, T-1, N, D)
         h = h + self.from_action(q.quantized)[:, :, None]  # a_t added to every token of frame t
+        if self.dec_mix is not None:
+            gh, gw = self.config.grid
+            g = rearrange(h, "b t (h w) d -> (b t) d h w", h=gh)
+            h = h + rearrange(self.dec_mix(g), "(b t) d h w -> b t (h w) d", b=h.shape[0])
         out = self.to_patch(self.decoder(h)) * 0.5  # (B, T-1, N, P*P*3), [-1,1] -> [0,1] scale
         gh, gw = self.config.grid
         p = self.config.patch_size
@@ -174,6 +210,42 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         return LAMOutput(
             actions=q.ids, recon=recon, losses=losses, perplexity=q.perplexity, usage=q.usage
         )
+
+    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
+        """Latents (B, T-1, E) -> VQ output; during the warm-up steps of training the continuous
+        latents pass through (ids are still reported), and the last of them seed the codebook."""
+        if not (self.training and self.config.vq_warmup_steps):
+            return self.vq(z)
+        self.trained_steps += 1
+        if self.trained_steps > self.config.vq_warmup_steps:
+            return self.vq(z)
+        flat = z.detach().reshape(-1, z.shape[-1])[-BANK_SIZE:]
+        n = len(flat)
+        self.latent_bank = torch.cat([self.latent_bank[n:], flat])  # newest last
+        self.bank_fill = min(self.bank_fill + n, BANK_SIZE)
+        if self.trained_steps == self.config.vq_warmup_steps:
+            self._init_codebook()
+        ids = self.vq.nearest(self.vq.prepare(z.detach()))
+        counts = torch.bincount(ids.reshape(-1), minlength=self.num_actions).float()
+        probs = counts / counts.sum()
+        return QuantizerOutput(
+            quantized=z,
+            ids=ids,
+            loss=z.new_zeros(()),
+            perplexity=torch.exp(-(probs * torch.log(probs + 1e-10)).sum()),
+            usage=(counts > 0).float().mean(),
+        )
+
+    @torch.no_grad()
+    def _init_codebook(self) -> None:
+        """k-means codebook from the bank of warm-up latents (gathered from every process, so
+        all processes compute the same codes)."""
+        bank = self.latent_bank[BANK_SIZE - self.bank_fill :]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts = [torch.empty_like(self.latent_bank) for _ in range(torch.distributed.get_world_size())]
+            torch.distributed.all_gather(parts, self.latent_bank.contiguous())
+            bank = torch.cat([p[BANK_SIZE - self.bank_fill :] for p in parts])
+        self.vq.init_kmeans(bank)
 
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """batch["frames"] uint8 (B, T, H, W, 3) -> (loss, metrics)."""
@@ -197,8 +269,8 @@ class LatentActionModel(nn.Module, PretrainedMixin):
     def infer_actions(self, frames: torch.Tensor) -> torch.Tensor:
         """frames uint8 (B, T, H, W, 3) -> latent action ids (B, T-1); a_t: frame t -> t+1."""
         self._check(frames)
-        z = F.normalize(self._encode(to_float_frames(frames) * 2 - 1, update_stats=False), dim=-1)
-        return (z @ self.vq.normalized_codebook().t()).argmax(-1)  # nearest code, no restarts
+        z = self._encode(to_float_frames(frames) * 2 - 1, update_stats=False)
+        return self.vq.nearest(self.vq.prepare(z))  # nearest code, no restarts
 
     @torch.no_grad()
     def evaluate(self, batch: dict) -> dict[str, float]:

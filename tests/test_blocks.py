@@ -64,3 +64,28 @@ def test_vq_restarts_dead_codes_and_reports_usage():
     assert out.ids.shape == (512,) and out.quantized.shape == (512, 8)
     assert first < 0.5 and out.usage.item() > first  # dead codes were re-seeded onto the data
     assert out.usage.item() > 0.8
+
+
+def test_euclidean_vq_keeps_the_origin_and_kmeans_finds_clusters():
+    """Five clusters, one at the origin (a LAM's "nothing happened"): k-means puts a code on each,
+    and the euclidean lookup assigns every point to its own cluster's code; the cosine lookup
+    cannot tell the origin's points apart from the rest."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [3.0, 0.0], [-3.0, 0.0], [0.0, 3.0], [0.0, -3.0]])
+    labels = torch.randint(0, 5, (1000,), generator=g)
+    z = centres[labels] + 0.3 * torch.randn(1000, 2, generator=g)
+    vq = VectorQuantizer(num_codes=5, dim=2, metric="euclidean")
+    vq.init_kmeans(z)
+    ids = vq(z).ids
+    purity = sum(torch.bincount(labels[ids == k], minlength=5).max() for k in range(5)) / len(z)
+    assert purity > 0.97
+    assert torch.equal(vq.nearest(vq.prepare(z)), ids)
+    again = VectorQuantizer(num_codes=5, dim=2, metric="euclidean")
+    again.init_kmeans(z)
+    assert torch.equal(again.codebook, vq.codebook)  # deterministic: processes agree
+
+    cos = VectorQuantizer(num_codes=5, dim=2, metric="cosine")
+    cos.init_kmeans(z)
+    ids = cos(z).ids
+    origin = ids[labels == 0]
+    assert torch.bincount(origin, minlength=5).max() < 0.6 * len(origin)  # scattered

@@ -59,6 +59,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="stop (after a checkpoint) at this step, keeping the full schedule; continue with --resume",
     )
     p.add_argument(
+        "--init-from",
+        metavar="PART_DIR",
+        help="start from these weights (a part folder such as WORLD/tokenizer: config.json + "
+        "model.safetensors) instead of a fresh model: fine-tuning, or a new schedule for a "
+        "part trained before; its config replaces the preset's model config",
+    )
+    p.add_argument(
         "--log-every", type=int, default=10, help="steps between metrics.csv rows (default 10)"
     )
     p.add_argument(

@@ -115,6 +115,13 @@ def resolve_settings(args) -> Settings:
     )
 
 
+def load_init(part, folder: str, dataset, device) -> nn.Module:
+    """The model of a part folder (config.json + model.safetensors), checked against the data."""
+    model = part.model_class.from_pretrained(folder)  # a clear UserError if incomplete or wrong
+    part.check_model(model, dataset)
+    return model.to(device).train()
+
+
 def train(args) -> int:
     # ------------------------------------------------------------------ settings
     part_name, world = args.part, Path(args.world)
@@ -170,6 +177,8 @@ def train(args) -> int:
         model = checkpoint.load_model(ckpt, part.model_class, device)
         part.check_model(model, train_ds)
         check_world_unchanged(world, saved, part_name, settings.action_source)
+    elif args.init_from:
+        model = load_init(part, args.init_from, train_ds, device)
     else:
         model = part.model_class(part.build_config(settings.model, train_ds)).to(device).train()
     for note in part.notes:
@@ -281,6 +290,7 @@ def train(args) -> int:
             "data": str(args.data),
             "action_source": part.action_source,
             "elapsed_s": elapsed,
+            "init_from": saved.get("init_from", args.init_from and str(Path(args.init_from).resolve())),
             "fingerprints": world_fingerprints(world, part_name, part.action_source),
         }
         checkpoint.save(run_dir, accelerator, model, optimizer, scheduler, ema, state)
@@ -298,6 +308,7 @@ def train(args) -> int:
                 "processes": accelerator.num_processes,
                 "device": str(device),
                 "wall_clock_s": round(elapsed, 1),
+                **({"init_from": state["init_from"]} if state["init_from"] else {}),
                 "ema": cfg.ema_decay,
                 "metrics": {**last_train, **last_val},
                 **part.export_info(),
