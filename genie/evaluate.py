@@ -81,11 +81,17 @@ def infer_actions_windowed(lam, frames, window: int):
     return torch.cat(out, dim=1)
 
 
+MIN_LIFT_ABS = 0.1  # a name needs its share of a latent's steps >= the data's share + 10 points
+MIN_LIFT_REL = 1.3  # ... and >= 1.3x the data's share
+
+
 def name_latent_actions(
     latent, true, num_latent: int, true_labels: list[str]
 ) -> tuple[list[str], np.ndarray]:
     """Name each latent action after the true actions it co-occurs with. CoinRun's labels are
-    combined into what the agent visibly does (left / right / jump / idle)."""
+    combined into what the agent visibly does (left / right / jump / idle); a part of a name is
+    given only when the latent co-occurs with it clearly more than the data does overall
+    (MIN_LIFT_ABS, MIN_LIFT_REL), else the latent is called "action k"."""
     latent = np.asarray(latent).reshape(-1)
     true = np.asarray(true).reshape(-1)
     counts = np.zeros((num_latent, len(true_labels)), dtype=np.int64)
@@ -97,33 +103,32 @@ def name_latent_actions(
         vert = "jump" if ("jump" in low or low in ("up", "w")) else ""
         return vert, horiz
 
+    # each true action as (vertical, horizontal) part; base rates over all latents
+    parts_of = [visible(lab) for lab in true_labels]
+
+    def share(row: np.ndarray, axis: int, value: str) -> float:
+        return sum(row[j] for j, p in enumerate(parts_of) if p[axis] == value) / max(row.sum(), 1)
+
+    def clear(row: np.ndarray, axis: int, value: str) -> bool:
+        """The latent co-occurs with `value` clearly more often than the data does overall."""
+        mine, base = share(row, axis, value), share(counts.sum(0), axis, value)
+        return mine - base >= MIN_LIFT_ABS and mine >= MIN_LIFT_REL * base
+
     names = []
     for k in range(num_latent):
-        total = counts[k].sum()
-        if total == 0:
+        row = counts[k]
+        if row.sum() == 0:
             names.append(f"unused {k}")
             continue
-        h_votes: dict[str, float] = {}
-        v_votes: dict[str, float] = {}
-        for j, lab in enumerate(true_labels):
-            v, h = visible(lab)
-            h_votes[h] = h_votes.get(h, 0) + counts[k, j]
-            v_votes[v] = v_votes.get(v, 0) + counts[k, j]
-        # a direction counts when it clearly beats chance for this latent
-        base_h = {
-            h: sum(counts[:, j].sum() for j, lab in enumerate(true_labels) if visible(lab)[1] == h)
-            / counts.sum()
-            for h in h_votes
-        }
-        base_v = {
-            v: sum(counts[:, j].sum() for j, lab in enumerate(true_labels) if visible(lab)[0] == v)
-            / counts.sum()
-            for v in v_votes
-        }
-        h = max(h_votes, key=lambda x: h_votes[x] / total - base_h[x])
-        v = max(v_votes, key=lambda x: v_votes[x] / total - base_v[x])
-        parts = [p for p in (v, h) if p]
-        names.append(" ".join(parts) if parts else "idle")
+        horiz = [h for h in ("right", "left") if clear(row, 1, h)]
+        vert = "jump" if clear(row, 0, "jump") else ""
+        h = max(horiz, key=lambda x: share(row, 1, x)) if horiz else ""
+        if vert or h:
+            names.append(" ".join(p for p in (vert, h) if p))
+        elif clear(row, 1, "") and share(row, 0, "jump") <= share(counts.sum(0), 0, "jump"):
+            names.append("idle")  # neither sideways nor up, more often than the data overall
+        else:
+            names.append(f"action {k}")  # no clear meaning: a generic name, not a wrong one
     seen: dict[str, int] = {}
     unique = []
     for n in names:

@@ -123,3 +123,14 @@ def test_latent_actions_are_named_after_what_they_do():
     names, counts = name_latent_actions(latent, true, 6, true_labels)
     assert names == ["left", "right", "jump", "jump left", "jump right", "idle"]
     assert counts.sum() == 5000
+
+
+def test_latents_without_a_clear_meaning_get_generic_names():
+    """A latent that co-occurs with every true action at its base rate is not named after the
+    one that happens to lead by a few counts."""
+    labels = ["left", "right", "jump", "noop"]
+    rng = np.random.default_rng(1)
+    true = rng.integers(0, 4, size=4000)
+    latent = np.where(true == 1, 0, rng.integers(1, 3, size=4000))  # 0: right; 1, 2: noise
+    names, _ = name_latent_actions(latent, true, 4, labels)
+    assert names == ["right", "action 1", "action 2", "unused 3"]
