@@ -24,6 +24,7 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 from genie.blocks import KVCache
 from genie.dynamics import DynamicsState
 from genie.errors import UserError
+from genie.tokenizer import carry_unchanged
 from genie.world import World
 
 MAX_PROMPT_PIXELS = 40_000_000  # refuse to decode bigger images (decompression bombs)
@@ -92,6 +93,7 @@ class _Snapshot:
     dyn: DynamicsState
     dec: KVCache
     rng: torch.Tensor
+    shown: tuple[torch.Tensor, torch.Tensor] | None  # last frame shown (float) and its ids
 
 
 class WorldEngine:
@@ -105,6 +107,7 @@ class WorldEngine:
         temperature: float | None = None,
         max_undo: int = 64,
         max_frames_kept: int = 3000,
+        carry_unchanged: bool | None = None,
     ):
         self.world = world
         self.tokenizer, self.dynamics = world.tokenizer, world.dynamics
@@ -113,6 +116,14 @@ class WorldEngine:
         self.temperature = (
             temperature if temperature is not None else sampling.get("temperature", 1.0)
         )
+        # skip-block decoding (tokenizer.carry_unchanged): patches whose tokens did not change
+        # keep their pixels; world.json "sampling": {"carry_unchanged": false} turns it off
+        self.carry_unchanged = (
+            carry_unchanged
+            if carry_unchanged is not None
+            else bool(sampling.get("carry_unchanged", True))
+        )
+        self._shown: tuple[torch.Tensor, torch.Tensor] | None = None  # (1, H, W, 3), (1, h, w)
         self.seed = seed
         self.max_undo = max_undo
         self.max_frames_kept = max_frames_kept  # frames kept for download (oldest dropped)
@@ -190,6 +201,7 @@ class WorldEngine:
         for i in range(ids.shape[1]):
             self.dynamics.append_frame(self._dyn, ids[:, i], None)
             self.tokenizer.decode_step(ids[:, i], self._dec)
+        self._shown = (torch.from_numpy(frames[-1:]).float() / 255, ids[:, -1])
         self.frames = [f for f in frames]
         self.actions_taken = []
         self._undo = []
@@ -200,7 +212,23 @@ class WorldEngine:
             raise UserError("reset the world with a start image first")
 
     def _snapshot(self) -> _Snapshot:
-        return _Snapshot(self._dyn_clone(self._dyn), self._dec.clone(), self.generator.get_state())
+        return _Snapshot(
+            self._dyn_clone(self._dyn), self._dec.clone(), self.generator.get_state(), self._shown
+        )
+
+    def _carry(self, frames: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Decoded frames (B, H, W, 3) of ids (B, h, w) following the shown frame -> what to show."""
+        if not self.carry_unchanged or self._shown is None:
+            return frames
+        prev, prev_ids = self._shown
+        n = frames.shape[0]
+        return carry_unchanged(
+            frames, prev.expand(n, -1, -1, -1), ids, prev_ids.expand(n, -1, -1), self.patch_size
+        )
+
+    @property
+    def patch_size(self) -> int:
+        return self.tokenizer.config.patch_size
 
     @staticmethod
     def _dyn_clone(s: DynamicsState) -> DynamicsState:
@@ -216,8 +244,9 @@ class WorldEngine:
         ids = self.dynamics.sample_next(
             self._dyn, torch.tensor([a]), self.steps, self.temperature, self.generator
         )
-        frame = self.tokenizer.decode_step(ids, self._dec)[0]
-        out = (frame.clamp(0, 1) * 255).round().byte().numpy()
+        frame = self._carry(self.tokenizer.decode_step(ids, self._dec), ids)
+        self._shown = (frame, ids)
+        out = (frame[0].clamp(0, 1) * 255).round().byte().numpy()
         self.frames.append(out)
         self.actions_taken.append(a)
         del self.frames[: -self.max_frames_kept]
@@ -243,7 +272,7 @@ class WorldEngine:
         self._require_started()
         if self._undo:
             snap = self._undo.pop()
-            self._dyn, self._dec = snap.dyn, snap.dec
+            self._dyn, self._dec, self._shown = snap.dyn, snap.dec, snap.shown
             self.generator.set_state(snap.rng)
             # each step added exactly one frame; counting from the end stays right after the
             # oldest frames were dropped (max_frames_kept), when len(frames) no longer grows
@@ -271,7 +300,7 @@ class WorldEngine:
         ids = self.dynamics.sample_next(
             dyn, torch.arange(n), self.steps, self.temperature, g, commit=False
         )
-        frames = self.tokenizer.decode_step(ids, dec)
+        frames = self._carry(self.tokenizer.decode_step(ids, dec), ids)
         return (frames.clamp(0, 1) * 255).round().byte().numpy()
 
     @torch.no_grad()
@@ -294,13 +323,23 @@ class WorldEngine:
             from tqdm import tqdm
 
             it = tqdm(seq, desc=f"generating x{samples}", unit="frame")
+        shown = self._shown
         for a in it:
             ids = self.dynamics.sample_next(
                 dyn, torch.full((samples,), a), self.steps, self.temperature, g
             )
-            out.append(
-                (self.tokenizer.decode_step(ids, dec).clamp(0, 1) * 255).round().byte().numpy()
-            )
+            frames = self.tokenizer.decode_step(ids, dec)
+            if self.carry_unchanged and shown is not None:
+                prev, prev_ids = shown
+                frames = carry_unchanged(
+                    frames,
+                    prev.expand(samples, -1, -1, -1),
+                    ids,
+                    prev_ids.expand(samples, -1, -1),
+                    self.patch_size,
+                )
+            shown = (frames, ids)
+            out.append((frames.clamp(0, 1) * 255).round().byte().numpy())
         return np.stack(out)
 
 

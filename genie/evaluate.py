@@ -39,6 +39,12 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "--context", type=int, default=4, help="real context frames before the rollout (default 4)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-carry",
+        action="store_true",
+        help="decode every generated patch, even where its token did not change (default: the "
+        "world's setting, as the playground plays; both are reported)",
+    )
     p.add_argument("--batch-size", type=int, default=10)
     p.add_argument("--steps", type=int, default=None, help="MaskGIT steps (default: the world's)")
     p.add_argument(
@@ -145,11 +151,12 @@ def run(args) -> int:
     from genie.data import ClipDataset, collate_clips
     from genie.errors import UserError
     from genie.lam import best_mapping_accuracy
-    from genie.tokenizer import ssim
+    from genie.tokenizer import carry_unchanged_sequence, ssim
     from genie.world import World, set_action_labels
 
     t0 = time.time()
     world = World.from_folder(args.world, with_lam=True)
+    carry = bool(world.meta.get("sampling", {}).get("carry_unchanged", True)) and not args.no_carry
     tok, lam, dyn = world.tokenizer, world.lam, world.dynamics
     c = args.context
     if c < 1:
@@ -177,6 +184,7 @@ def run(args) -> int:
             "copy_psnr",
             "copy_ssim",
             "rand_psnr4",
+            "plain_psnr",
         )
     }
     examples = []
@@ -215,6 +223,12 @@ def run(args) -> int:
                 ids[:, :c], latent[:, : c - 1], rand_actions, steps=args.steps, generator=g
             )
             rand_frames = tok.decode(torch.cat([ids[:, :c], gen_rand], dim=1))[:, c:]
+            acc["plain_psnr"].append(psnr(gen_frames, truth[:, c : c + k]))
+            if carry:  # as the engine plays: unchanged patches keep the last frame's pixels
+                start, start_ids = truth[:, c - 1], ids[:, c - 1]
+                p = tok.config.patch_size
+                gen_frames = carry_unchanged_sequence(gen_frames, gen, start, start_ids, p)
+                rand_frames = carry_unchanged_sequence(rand_frames, gen_rand, start, start_ids, p)
         future = truth[:, c : c + k]
         last = truth[:, c - 1 : c].expand_as(future)
         acc["dyn_psnr"].append(psnr(gen_frames, future))
@@ -243,6 +257,10 @@ def run(args) -> int:
             },
             "baseline_copy_last_ssim": {
                 str(h): cat["copy_ssim"][:, h - 1].mean().item() for h in HORIZONS
+            },
+            "carry_unchanged": carry,
+            "psnr_plain_decode": {
+                str(h): cat["plain_psnr"][:, h - 1].mean().item() for h in HORIZONS
             },
             "psnr_random_actions_4": cat["rand_psnr4"].mean().item(),
             "delta_psnr_4": (dyn_psnr[:, 3] - cat["rand_psnr4"]).mean().item(),

@@ -183,6 +183,40 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
     return s.flatten(1).mean(1).reshape(lead)
 
 
+def carry_unchanged(
+    new: torch.Tensor,
+    prev: torch.Tensor,
+    new_ids: torch.Tensor,
+    prev_ids: torch.Tensor,
+    patch_size: int,
+    margin: int = 1,
+) -> torch.Tensor:
+    """Skip-block decoding, as video codecs do: where a frame's tokens equal the previous frame's
+    (and so do the tokens within `margin` patches), keep the previous frame's pixels instead of
+    the decoder's re-rendering. A start image then stays exact wherever the world leaves it
+    alone, instead of drifting to the tokenizer's reconstruction quality.
+
+    new, prev: frames (B, H, W, C); new_ids, prev_ids: (B, h, w) -> frames (B, H, W, C)."""
+    changed = (new_ids != prev_ids).float()[:, None]  # (B, 1, h, w)
+    if margin:
+        changed = F.max_pool2d(changed, 2 * margin + 1, stride=1, padding=margin)
+    keep = (changed[:, 0] == 0).repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)
+    return torch.where(keep[..., None], prev.to(new.dtype), new)  # (B, H, W, C)
+
+
+def carry_unchanged_sequence(
+    frames: torch.Tensor, ids: torch.Tensor, start: torch.Tensor, start_ids: torch.Tensor, patch_size: int
+) -> torch.Tensor:
+    """`carry_unchanged` along generated frames (B, K, H, W, C) with their ids (B, K, h, w), from
+    a start frame (B, H, W, C) with ids (B, h, w) (the last real frame) -> (B, K, H, W, C)."""
+    out, prev, prev_ids = [], start, start_ids
+    for k in range(frames.shape[1]):
+        prev = carry_unchanged(frames[:, k], prev, ids[:, k], prev_ids, patch_size)
+        prev_ids = ids[:, k]
+        out.append(prev)
+    return torch.stack(out, dim=1)
+
+
 def frame_strip(rows: list[torch.Tensor]) -> np.ndarray:
     """rows: list of R float (B, T, H, W, 3) in [0, 1] -> uint8 (B*R*H, T*W, 3); clip b's rows
     stacked together, frames left to right."""

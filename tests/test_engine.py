@@ -256,3 +256,34 @@ def test_sample_futures_differ_and_leave_the_state_untouched(world):
     assert futures.shape == (3, 3, SIZE, SIZE, 3)
     assert diff(futures[:, 0], futures[:, 1]) > 1.0  # independent samples
     np.testing.assert_array_equal(sampler.rollout([2, 2]), plain.rollout([2, 2]))
+
+
+def test_carry_unchanged_keeps_the_start_image_where_tokens_repeat(world, monkeypatch):
+    """With skip-block decoding, patches whose tokens the world leaves alone show the start
+    image's own pixels (not the tokenizer's reconstruction); changed ones are decoded."""
+    plain = WorldEngine.load(world, seed=0, carry_unchanged=False)
+    carry = WorldEngine.load(world, seed=0, carry_unchanged=True)
+    start = carry.reset(carry.world.examples[0])
+    plain.reset(plain.world.examples[0])
+    ids0 = carry._shown[1].clone()
+    moved = ids0.clone()
+    moved[0, 0, 0] = (moved[0, 0, 0] + 1) % carry.tokenizer.num_codes  # one token changes
+
+    for engine in (plain, carry):  # the same predicted tokens for both engines
+        real = engine.dynamics.sample_next
+
+        def sample_next(*args, _real=real, **kw):
+            _real(*args, **kw)
+            return moved.clone()
+
+        monkeypatch.setattr(engine.dynamics, "sample_next", sample_next)
+    a, b = plain.step(0), carry.step(0)
+    p = carry.patch_size
+    mask = np.ones(b.shape[:2], dtype=bool)
+    mask[: 2 * p, : 2 * p] = False  # the changed patch and its neighbours (corner: 2x2 patches)
+    assert np.array_equal(b[mask], start[mask])  # the start image's pixels, exactly
+    assert np.array_equal(b[~mask], a[~mask])  # changed patches: decoded as without carry
+    assert not np.array_equal(a[mask], start[mask])  # plain decoding re-renders everything
+    carry.undo()
+    assert torch.equal(carry._shown[1], ids0)  # undo restores what is shown
+    assert np.array_equal(carry.step(0), b)

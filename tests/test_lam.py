@@ -102,11 +102,13 @@ def test_latent_actions_recover_the_true_actions():
     torch.manual_seed(0)
     model = LatentActionModel(tiny_config(**LEARNS))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, LAM_STEPS)  # as the trainer's
     for step in range(LAM_STEPS):
         loss, _ = model.compute_loss(make_batch(16, 6, seed=step, **WORLD))
         opt.zero_grad()
         loss.backward()
         opt.step()
+        schedule.step()
     model.eval()
     fit, held_out = make_batch(64, 6, seed=5_000, **WORLD), make_batch(64, 6, seed=10_000, **WORLD)
     _, mapping = best_mapping_accuracy(
