@@ -32,7 +32,6 @@ from genie.blocks import QuantizerOutput, STTransformer, VectorQuantizer, init_w
 from genie.pretrained import PretrainedMixin
 from genie.tokenizer import CenteredLatent, conv_stem, frame_strip, init_convs, to_float_frames
 
-
 BANK_SIZE = 4096  # warm-up latents kept for the k-means codebook initialisation
 
 
@@ -132,7 +131,9 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         )
         if c.vq_warmup_steps:  # saved with the weights, so a resumed run knows where it is
             self.register_buffer("trained_steps", torch.zeros((), dtype=torch.long))
-            self.register_buffer("latent_bank", torch.zeros(BANK_SIZE, c.action_dim), persistent=False)
+            self.register_buffer(
+                "latent_bank", torch.zeros(BANK_SIZE, c.action_dim), persistent=False
+            )
             self.bank_fill = 0
         self.dec_embed = nn.Linear(patch_dim, c.width)
         self.dec_pos = nn.Parameter(torch.zeros(h * w, c.width))
@@ -242,7 +243,10 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         all processes compute the same codes)."""
         bank = self.latent_bank[BANK_SIZE - self.bank_fill :]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            parts = [torch.empty_like(self.latent_bank) for _ in range(torch.distributed.get_world_size())]
+            parts = [
+                torch.empty_like(self.latent_bank)
+                for _ in range(torch.distributed.get_world_size())
+            ]
             torch.distributed.all_gather(parts, self.latent_bank.contiguous())
             bank = torch.cat([p[BANK_SIZE - self.bank_fill :] for p in parts])
         self.vq.init_kmeans(bank)

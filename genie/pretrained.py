@@ -74,7 +74,9 @@ class PretrainedMixin:
         return config_from_dict(cls.config_class, data)
 
     @classmethod
-    def from_pretrained(cls: type[T], directory: str | Path, device: str | torch.device = "cpu") -> T:
+    def from_pretrained(
+        cls: type[T], directory: str | Path, device: str | torch.device = "cpu"
+    ) -> T:
         directory = Path(directory)
         config = cls.load_config(directory)
         weights = directory / WEIGHTS_NAME

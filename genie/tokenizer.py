@@ -205,7 +205,11 @@ def carry_unchanged(
 
 
 def carry_unchanged_sequence(
-    frames: torch.Tensor, ids: torch.Tensor, start: torch.Tensor, start_ids: torch.Tensor, patch_size: int
+    frames: torch.Tensor,
+    ids: torch.Tensor,
+    start: torch.Tensor,
+    start_ids: torch.Tensor,
+    patch_size: int,
 ) -> torch.Tensor:
     """`carry_unchanged` along generated frames (B, K, H, W, C) with their ids (B, K, h, w), from
     a start frame (B, H, W, C) with ids (B, h, w) (the last real frame) -> (B, K, H, W, C)."""

@@ -154,7 +154,9 @@ def test_warmup_passes_latents_then_seeds_the_codebook(tmp_path):
     after = model.vq.codebook.detach().clone()
     assert not torch.equal(before, after)
     bank = model.latent_bank[-model.bank_fill :]
-    assert torch.cdist(after, bank).min(1).values.max() < torch.cdist(before, bank).min(1).values.min()
+    assert (
+        torch.cdist(after, bank).min(1).values.max() < torch.cdist(before, bank).min(1).values.min()
+    )
     model.compute_loss(batch)  # quantised from now on
     model.eval()
     model.save_pretrained(tmp_path / "lam")

@@ -290,7 +290,9 @@ def train(args) -> int:
             "data": str(args.data),
             "action_source": part.action_source,
             "elapsed_s": elapsed,
-            "init_from": saved.get("init_from", args.init_from and str(Path(args.init_from).resolve())),
+            "init_from": saved.get(
+                "init_from", args.init_from and str(Path(args.init_from).resolve())
+            ),
             "fingerprints": world_fingerprints(world, part_name, part.action_source),
         }
         checkpoint.save(run_dir, accelerator, model, optimizer, scheduler, ema, state)
