@@ -176,7 +176,12 @@ def _export_part(world_dir: Path, part: str, model, info: dict[str, Any]) -> Pat
     if part == "dynamics":
         cfg = model.config
         meta["context_frames"] = cfg.max_frames - 1
-        meta["sampling"] = {"maskgit_steps": cfg.maskgit_steps, "temperature": cfg.temperature}
+        carry = meta.get("sampling", {}).get("carry_unchanged", True)  # keep a user's choice
+        meta["sampling"] = {
+            "maskgit_steps": cfg.maskgit_steps,
+            "temperature": cfg.temperature,
+            "carry_unchanged": carry,  # skip-block decoding (genie.tokenizer.carry_unchanged)
+        }
         source = info.get("action_source", "lam")
         labels = info.get("action_labels") or [f"action {i}" for i in range(cfg.num_actions)]
         old = meta.get("actions", {})
