@@ -348,6 +348,15 @@ class VectorQuantizer(nn.Module):
         self.steps_unused[dead] = 0
 
 
+def neighbourhood_conv(width: int) -> nn.Sequential:
+    """(B', D, h, w) -> (B', D, h, w): each token mixes its 3x3 neighbourhood of the token grid
+    (depthwise 3x3, then pointwise). Moving content by one patch is then a local operation."""
+    return nn.Sequential(
+        nn.Conv2d(width, width, 3, padding=1, groups=width),
+        nn.Conv2d(width, width, 1),
+    )
+
+
 def init_weights(module: nn.Module) -> None:
     """GPT-style init: normal(0, 0.02) for linear/embedding weights, zero biases."""
     for m in module.modules():

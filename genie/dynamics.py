@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from genie.blocks import KVCache, STTransformer, init_weights, psnr
+from genie.blocks import KVCache, STTransformer, init_weights, neighbourhood_conv, psnr
 from genie.pretrained import PretrainedMixin
 
 
@@ -98,14 +98,7 @@ class DynamicsModel(nn.Module, PretrainedMixin):
         self.transformer = STTransformer(c.width, c.depth, c.heads, c.mlp_ratio)
         self.head = nn.Linear(c.width, c.vocab_size)
         self.copy_gate = nn.Linear(c.width, 1) if c.copy_prior else None
-        self.prev_conv = (
-            nn.Sequential(
-                nn.Conv2d(c.width, c.width, 3, padding=1, groups=c.width),
-                nn.Conv2d(c.width, c.width, 1),
-            )
-            if c.prev_frame_conv
-            else None
-        )
+        self.prev_conv = neighbourhood_conv(c.width) if c.prev_frame_conv else None
         init_weights(self)
         nn.init.normal_(self.pos_emb, std=0.02)
         if self.copy_gate is not None:

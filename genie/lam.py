@@ -28,7 +28,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from genie.blocks import QuantizerOutput, STTransformer, VectorQuantizer, init_weights, psnr
+from genie.blocks import (
+    QuantizerOutput,
+    STTransformer,
+    VectorQuantizer,
+    init_weights,
+    neighbourhood_conv,
+    psnr,
+)
 from genie.pretrained import PretrainedMixin
 from genie.tokenizer import CenteredLatent, conv_stem, frame_strip, init_convs, to_float_frames
 
@@ -138,14 +145,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         self.dec_embed = nn.Linear(patch_dim, c.width)
         self.dec_pos = nn.Parameter(torch.zeros(h * w, c.width))
         self.from_action = nn.Linear(c.action_dim, c.width)
-        self.dec_mix = (
-            nn.Sequential(
-                nn.Conv2d(c.width, c.width, 3, padding=1, groups=c.width),
-                nn.Conv2d(c.width, c.width, 1),
-            )
-            if c.dec_conv
-            else None
-        )
+        self.dec_mix = neighbourhood_conv(c.width) if c.dec_conv else None
         self.decoder = STTransformer(c.width, c.dec_depth, c.heads, c.mlp_ratio)
         self.to_patch = nn.Linear(c.width, patch_dim)
         init_weights(self)
