@@ -123,6 +123,7 @@ class WorldEngine:
             if carry_unchanged is not None
             else bool(sampling.get("carry_unchanged", True))
         )
+        self.carry_margin = int(sampling.get("carry_margin", 0))  # patches around a change redrawn
         self._shown: tuple[torch.Tensor, torch.Tensor] | None = None  # (1, H, W, 3), (1, h, w)
         self.seed = seed
         self.max_undo = max_undo
@@ -223,7 +224,12 @@ class WorldEngine:
         prev, prev_ids = self._shown
         n = frames.shape[0]
         return carry_unchanged(
-            frames, prev.expand(n, -1, -1, -1), ids, prev_ids.expand(n, -1, -1), self.patch_size
+            frames,
+            prev.expand(n, -1, -1, -1),
+            ids,
+            prev_ids.expand(n, -1, -1),
+            self.patch_size,
+            self.carry_margin,
         )
 
     @property
@@ -337,6 +343,7 @@ class WorldEngine:
                     ids,
                     prev_ids.expand(samples, -1, -1),
                     self.patch_size,
+                    self.carry_margin,
                 )
             shown = (frames, ids)
             out.append((frames.clamp(0, 1) * 255).round().byte().numpy())

@@ -45,6 +45,19 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         help="decode every generated patch, even where its token did not change (default: the "
         "world's setting, as the playground plays; both are reported)",
     )
+    p.add_argument(
+        "--carry-margin",
+        type=int,
+        help="with carry: also redraw the patches this many tokens around a changed one "
+        "(default: the world's sampling.carry_margin, else 0)",
+    )
+    p.add_argument(
+        "--action-transitions",
+        type=int,
+        default=20000,
+        help="frame transitions of the split on which the LAM's latent -> true action accuracy "
+        "is measured (all episodes, in LAM-length windows; default 20000)",
+    )
     p.add_argument("--batch-size", type=int, default=10)
     p.add_argument("--steps", type=int, default=None, help="MaskGIT steps (default: the world's)")
     p.add_argument(
@@ -85,6 +98,41 @@ def infer_actions_windowed(lam, frames, window: int):
         out.append(lam.infer_actions(frames[:, start:end]))
         start = end - 1
     return torch.cat(out, dim=1)
+
+
+def latent_and_true_actions(lam, data, split: str, window: int, max_transitions: int, batch: int):
+    """The LAM's latent action and the recorded one for up to `max_transitions` transitions of
+    a split: every episode, in consecutive non-overlapping windows of `window` frames, spread
+    evenly over the episodes. -> (latent, true, episode) int arrays of the same length;
+    true is -1 where unknown."""
+    import torch
+    from tqdm import tqdm
+
+    from genie.data import ClipDataset, collate_clips
+
+    ds = ClipDataset(data, split=split, clip_len=window, stride=window - 1)
+    per_clip = window - 1
+    want = max(1, min(len(ds), -(-max_transitions // per_clip)))
+    idx = np.linspace(0, len(ds) - 1, want).round().astype(int)
+    episode_of = _episode_of_clips(ds, idx)
+    latent, true, episode = [], [], []
+    for i in tqdm(range(0, len(idx), batch), desc="latent actions", unit="batch"):
+        part = idx[i : i + batch]
+        clips = collate_clips([ds[int(j)] for j in part])
+        with torch.no_grad():
+            latent.append(lam.infer_actions(clips["frames"]).numpy())
+        true.append(clips["actions"][:, :-1].numpy())
+        episode.append(np.repeat(episode_of[i : i + batch, None], per_clip, 1))
+    return tuple(np.concatenate(x).reshape(-1) for x in (latent, true, episode))
+
+
+def _episode_of_clips(ds, idx) -> np.ndarray:
+    bounds = [(e.shard, e.start, e.start + e.length, e.id) for e in ds.episodes]
+    out = []
+    for i in idx:
+        shard, start = ds.clip_location(int(i))
+        out.append(next(eid for s, a, b, eid in bounds if s == shard and a <= start < b))
+    return np.asarray(out)
 
 
 MIN_LIFT_ABS = 0.1  # a name needs its share of a latent's steps >= the data's share + 10 points
@@ -156,8 +204,12 @@ def run(args) -> int:
 
     t0 = time.time()
     world = World.from_folder(args.world, with_lam=True)
-    carry = bool(world.meta.get("sampling", {}).get("carry_unchanged", True)) and not args.no_carry
+    sampling = world.meta.get("sampling", {})
+    carry = bool(sampling.get("carry_unchanged", True)) and not args.no_carry
+    margin = sampling.get("carry_margin", 0) if args.carry_margin is None else args.carry_margin
     tok, lam, dyn = world.tokenizer, world.lam, world.dynamics
+    if margin < 0:
+        raise UserError(f"--carry-margin must be >= 0, got {margin}")
     c = args.context
     if c < 1:
         raise UserError("--context must be >= 1")
@@ -227,8 +279,10 @@ def run(args) -> int:
             if carry:  # as the engine plays: unchanged patches keep the last frame's pixels
                 start, start_ids = truth[:, c - 1], ids[:, c - 1]
                 p = tok.config.patch_size
-                gen_frames = carry_unchanged_sequence(gen_frames, gen, start, start_ids, p)
-                rand_frames = carry_unchanged_sequence(rand_frames, gen_rand, start, start_ids, p)
+                gen_frames = carry_unchanged_sequence(gen_frames, gen, start, start_ids, p, margin)
+                rand_frames = carry_unchanged_sequence(
+                    rand_frames, gen_rand, start, start_ids, p, margin
+                )
         future = truth[:, c : c + k]
         last = truth[:, c - 1 : c].expand_as(future)
         acc["dyn_psnr"].append(psnr(gen_frames, future))
@@ -259,6 +313,7 @@ def run(args) -> int:
                 str(h): cat["copy_ssim"][:, h - 1].mean().item() for h in HORIZONS
             },
             "carry_unchanged": carry,
+            "carry_margin": margin if carry else None,
             "psnr_plain_decode": {
                 str(h): cat["plain_psnr"][:, h - 1].mean().item() for h in HORIZONS
             },
@@ -278,18 +333,31 @@ def run(args) -> int:
         },
     }
     if cat["lam_latent"] is not None and ds.num_actions:
-        latent, true = cat["lam_latent"].numpy(), cat["lam_true"].numpy()
+        latent, true, episode = latent_and_true_actions(
+            lam, args.data, args.split, lam_window, args.action_transitions, 32
+        )
         ok = true >= 0
-        latent, true = latent[ok], true[ok]
-        half = len(latent) // 2
+        latent, true, episode = latent[ok], true[ok], episode[ok]
+        # held out by episode: the mapping is fitted on half the levels, scored on the others
+        first = np.isin(episode, np.unique(episode)[::2])
         _, mapping = best_mapping_accuracy(
-            latent[:half], true[:half], lam.num_actions, ds.num_actions
+            latent[first], true[first], lam.num_actions, ds.num_actions
         )
         held_out, _ = best_mapping_accuracy(
-            latent[half:], true[half:], lam.num_actions, ds.num_actions, mapping
+            latent[~first], true[~first], lam.num_actions, ds.num_actions, mapping
         )
         fitted, _ = best_mapping_accuracy(latent, true, lam.num_actions, ds.num_actions)
         chance = float(np.bincount(true, minlength=ds.num_actions).max() / max(len(true), 1))
+        # what the same procedure scores on latents that carry no information: shuffled ones
+        shuffled = np.random.default_rng(args.seed).permutation(latent)
+        _, smap = best_mapping_accuracy(
+            shuffled[first], true[first], lam.num_actions, ds.num_actions
+        )
+        held_out_shuffled, _ = best_mapping_accuracy(
+            shuffled[~first], true[~first], lam.num_actions, ds.num_actions, smap
+        )
+        n_held = int((~first).sum())
+        stderr = float(np.sqrt(max(held_out * (1 - held_out), 1e-12) / max(n_held, 1)))
         names, counts = name_latent_actions(
             latent,
             true,
@@ -301,6 +369,9 @@ def run(args) -> int:
                 "action_accuracy": fitted,
                 "action_accuracy_held_out": held_out,
                 "action_accuracy_chance": chance,
+                "action_accuracy_held_out_shuffled": held_out_shuffled,
+                "action_accuracy_held_out_stderr": stderr,
+                "action_transitions": int(len(true)),
                 "latent_names": names,
                 "cooccurrence": counts.tolist(),
             }
@@ -378,8 +449,11 @@ def write_report(out: Path, metrics: dict, examples) -> None:
     if "action_accuracy" in metrics["lam"]:
         lam = metrics["lam"]
         lines.append(
-            f"| LAM | latent -> true action accuracy (fitted / held-out / chance) | "
-            f"{lam['action_accuracy']:.1%} / {lam['action_accuracy_held_out']:.1%} / {lam['action_accuracy_chance']:.1%} |"
+            f"| LAM | latent -> true action accuracy on {lam['action_transitions']:,} transitions "
+            "(fitted / held-out levels ± s.e. / shuffled latents, held-out / most frequent action) | "
+            f"{lam['action_accuracy']:.1%} / {lam['action_accuracy_held_out']:.1%} "
+            f"± {lam['action_accuracy_held_out_stderr']:.1%} / "
+            f"{lam['action_accuracy_held_out_shuffled']:.1%} / {lam['action_accuracy_chance']:.1%} |"
         )
         lines.append(f"| LAM | latent action names | {', '.join(lam['latent_names'])} |")
     lines.append(f"| dynamics | ΔtPSNR@4 | {d['delta_psnr_4']:+.2f} dB |")

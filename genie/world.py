@@ -25,6 +25,7 @@ from genie.errors import UserError
 
 PARTS = ("tokenizer", "lam", "dynamics")
 WORLD_JSON = "world.json"
+TOKENS_KEY = "tokenizer_encoder"  # fingerprint of the tokenizer weights that decide the code ids
 FORMAT = "genie-world"
 
 
@@ -36,13 +37,40 @@ def _part_classes():
     return {"tokenizer": VideoTokenizer, "lam": LatentActionModel, "dynamics": DynamicsModel}
 
 
-def fingerprint(part_dir: str | Path) -> str:
-    """Short sha256 of a part's weights file."""
+def fingerprint(part_dir: str | Path, prefixes: tuple[str, ...] | None = None) -> str:
+    """Short sha256 of a part's weights file, or (prefixes) of just the tensors whose names
+    start with one of them, by name and bytes."""
+    import torch
+
     h = hashlib.sha256()
-    with open(Path(part_dir) / "model.safetensors", "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    path = Path(part_dir) / "model.safetensors"
+    if prefixes is None:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()[:16]
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        for name in sorted(k for k in f.keys() if k.startswith(prefixes)):
+            t = f.get_tensor(name).contiguous()
+            h.update(name.encode())
+            h.update(str(t.dtype).encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def part_fingerprints(world_dir: str | Path) -> dict[str, str]:
+    """Fingerprints of the parts in a world folder. "tokenizer_encoder" covers only the weights
+    that decide the code ids (`VideoTokenizer.ENCODER_PREFIXES`): what the dynamics depends on,
+    so a decoder trained further (`genie train tokenizer --freeze-encoder`) keeps it valid."""
+    from genie.tokenizer import VideoTokenizer
+
+    root = Path(world_dir)
+    prints = {p: fingerprint(root / p) for p in PARTS if (root / p / "model.safetensors").is_file()}
+    if "tokenizer" in prints:
+        prints[TOKENS_KEY] = fingerprint(root / "tokenizer", VideoTokenizer.ENCODER_PREFIXES)
+    return prints
 
 
 def read_meta(world_dir: str | Path) -> dict[str, Any]:
@@ -133,11 +161,13 @@ def check_compatible(tokenizer=None, lam=None, dynamics=None, meta: dict | None 
     if meta is not None:
         trained_on = meta.get("dynamics_trained_on", {})
         prints = meta.get("fingerprints", {})
-        for part in ("tokenizer", "lam"):
-            want, have = trained_on.get(part), prints.get(part)
+        for key in ("tokenizer", TOKENS_KEY, "lam"):  # "tokenizer": worlds from before TOKENS_KEY
+            want, have = trained_on.get(key), prints.get(key)
             if want and have and want != have:
+                part = "lam" if key == "lam" else "tokenizer"
+                what = "tokenizer encoder (its code ids)" if key == TOKENS_KEY else part
                 raise UserError(
-                    f"the dynamics was trained on a different {part} (fingerprint {want}, "
+                    f"the dynamics was trained on a different {what} (fingerprint {want}, "
                     f"world has {have}): retrain the dynamics or restore that {part}"
                 )
 
@@ -168,19 +198,31 @@ def export_part(world_dir: str | Path, part: str, model, info: dict[str, Any]) -
 
 def _export_part(world_dir: Path, part: str, model, info: dict[str, Any]) -> Path:
     meta = read_meta(world_dir)
+    trained_on = meta.get("dynamics_trained_on", {})
+    if part == "tokenizer" and "tokenizer" in trained_on and (world_dir / part).is_dir():
+        # a world from before TOKENS_KEY: re-express what its dynamics was trained on by the
+        # encoder's fingerprint, if the tokenizer on disk is still that one
+        if fingerprint(world_dir / part) == trained_on["tokenizer"]:
+            trained_on[TOKENS_KEY] = fingerprint(world_dir / part, model.ENCODER_PREFIXES)
+            del trained_on["tokenizer"]
     part_dir = model.save_pretrained(world_dir / part)
-    meta.setdefault("fingerprints", {})[part] = fingerprint(part_dir)
+    prints = meta.setdefault("fingerprints", {})
+    prints[part] = fingerprint(part_dir)
+    if part == "tokenizer":
+        prints[TOKENS_KEY] = fingerprint(part_dir, model.ENCODER_PREFIXES)
     meta.setdefault("training", {})[part] = info
     if part == "tokenizer":
         meta["frame_size"] = [model.config.frame_size, model.config.frame_size]
     if part == "dynamics":
         cfg = model.config
         meta["context_frames"] = cfg.max_frames - 1
-        carry = meta.get("sampling", {}).get("carry_unchanged", True)  # keep a user's choice
+        old = meta.get("sampling", {})
+        carry = old.get("carry_unchanged", True)  # keep a user's choice
         meta["sampling"] = {
             "maskgit_steps": cfg.maskgit_steps,
             "temperature": cfg.temperature,
             "carry_unchanged": carry,  # skip-block decoding (genie.tokenizer.carry_unchanged)
+            "carry_margin": int(old.get("carry_margin", 0)),
         }
         source = info.get("action_source", "lam")
         labels = info.get("action_labels") or [f"action {i}" for i in range(cfg.num_actions)]
@@ -188,7 +230,7 @@ def _export_part(world_dir: Path, part: str, model, info: dict[str, Any]) -> Pat
         if old.get("source") == source and len(old.get("labels", [])) == cfg.num_actions:
             labels = old["labels"]  # keep human names given to latent actions
         meta["actions"] = {"source": source, "labels": labels, "keys": default_keys(labels)}
-        trained_on = {"tokenizer": meta["fingerprints"].get("tokenizer")}
+        trained_on = {TOKENS_KEY: meta["fingerprints"].get(TOKENS_KEY)}
         if source == "lam":
             trained_on["lam"] = meta["fingerprints"].get("lam")
         meta["dynamics_trained_on"] = trained_on
@@ -228,9 +270,7 @@ class World:
                 )
         # recompute fingerprints: a part replaced on disk must not pass as the original
         meta = dict(meta)
-        meta["fingerprints"] = {
-            p: fingerprint(root / p) for p in PARTS if (root / p / "model.safetensors").is_file()
-        }
+        meta["fingerprints"] = part_fingerprints(root)
         tokenizer = load_part(root, "tokenizer", device)
         dynamics = load_part(root, "dynamics", device)
         lam = load_part(root, "lam", device) if with_lam else None

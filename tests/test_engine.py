@@ -280,7 +280,7 @@ def test_carry_unchanged_keeps_the_start_image_where_tokens_repeat(world, monkey
     a, b = plain.step(0), carry.step(0)
     p = carry.patch_size
     mask = np.ones(b.shape[:2], dtype=bool)
-    mask[: 2 * p, : 2 * p] = False  # the changed patch and its neighbours (corner: 2x2 patches)
+    mask[:p, :p] = False  # the changed patch (carry_margin 0: its neighbours keep their pixels)
     assert np.array_equal(b[mask], start[mask])  # the start image's pixels, exactly
     assert np.array_equal(b[~mask], a[~mask])  # changed patches: decoded as without carry
     assert not np.array_equal(a[mask], start[mask])  # plain decoding re-renders everything

@@ -80,6 +80,9 @@ def test_eval_writes_every_metric_and_a_report(tmp_path):
         assert math.isfinite(m["tokenizer"][key])
     assert 0 < m["tokenizer"]["codebook_usage"] <= 1
     assert 0 <= m["lam"]["action_accuracy"] <= 1 and math.isfinite(m["lam"]["psnr"])
+    # latent actions are scored on every episode's transitions, not only the 3 rollout clips
+    assert m["lam"]["action_transitions"] > 3 * 17
+    assert 0 <= m["lam"]["action_accuracy_held_out_shuffled"] <= 1
     d = m["dynamics"]
     for h in ("1", "4", "8", "16"):
         assert math.isfinite(d["psnr"][h]) and math.isfinite(d["ssim"][h])

@@ -277,6 +277,50 @@ def test_dynamics_resumed_on_another_tokenizer_is_refused(data, tmp_path, capsys
     assert len(err.splitlines()) == 1 and "vocabulary" in err, err
 
 
+def test_decoder_only_training_keeps_the_tokens_and_the_dynamics(data, tmp_path, capsys):
+    """--freeze-encoder: every frame keeps its code ids while the decoder learns, so the world's
+    dynamics (and a dynamics run being resumed) stay valid; training the whole tokenizer does not."""
+    from genie.data.dataset import ClipDataset
+    from genie.world import World
+
+    world, dyn_run = tokenizer_world(tmp_path / "w"), tmp_path / "dyn"
+    dyn = ("--action-source", "true")
+    assert train("dynamics", data, world, dyn_run, *dyn, "--steps", 2, "--stop-at", 1) == 0
+    frames = torch.stack([ClipDataset(data, split="val", clip_len=4)[i]["frames"] for i in (0, 1)])
+    before = load_part(world, "tokenizer")
+    ids, recon = before.encode(frames), before.decode(before.encode(frames))
+    mse_before = ((recon - frames.float() / 255) ** 2).mean()
+
+    meta = json.loads((world / "world.json").read_text())  # as a world from before the
+    trained_on = meta.pop("dynamics_trained_on")  # encoder fingerprint recorded it: by file
+    assert set(trained_on) == {"tokenizer_encoder"}
+    meta["dynamics_trained_on"] = {"tokenizer": meta["fingerprints"]["tokenizer"]}
+    (world / "world.json").write_text(json.dumps(meta))
+
+    init = ("--init-from", world / "tokenizer", "--lr", "3e-3", "--steps", 30)
+    assert train("tokenizer", data, world, tmp_path / "dec", *init, "--freeze-encoder") == 0
+    after = load_part(world, "tokenizer")
+    assert torch.equal(after.encode(frames), ids)  # the same tokens ...
+    mse_after = ((after.decode(ids) - frames.float() / 255) ** 2).mean()
+    assert mse_after < 0.8 * mse_before, (mse_before, mse_after)  # ... drawn better
+    meta = json.loads((world / "world.json").read_text())
+    assert meta["training"]["tokenizer"]["decoder_only"] is True
+    assert meta["dynamics_trained_on"] == trained_on  # re-expressed by the encoder's fingerprint
+    World.from_folder(world)  # the dynamics still fits: no error
+    assert train("dynamics", data, world, dyn_run, "--resume") == 0
+
+    assert train("tokenizer", data, world, tmp_path / "full", *init) == 0  # encoder trained too
+    with pytest.raises(UserError, match="different tokenizer encoder"):
+        World.from_folder(world)
+    assert (
+        train("dynamics", data, world, tmp_path / "dyn2", *dyn, "--steps", 2, "--stop-at", 1) == 0
+    )
+    tokenizer_world(world)  # swap the tokenizer under a dynamics run being resumed
+    capsys.readouterr()
+    assert train("dynamics", data, world, tmp_path / "dyn2", "--resume") == 2
+    assert "tokenizer changed" in capsys.readouterr().err
+
+
 def test_cli_exit_code_from_a_real_process(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "genie", "train", "tokenizer", "--data", str(tmp_path / "nope")]

@@ -66,6 +66,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "part trained before; its config replaces the preset's model config",
     )
     p.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        help="tokenizer only: train the decoder alone; the encoder and codebook (every frame's "
+        "code ids) stay fixed, so a dynamics trained on this tokenizer stays valid. Use with "
+        "--init-from WORLD/tokenizer",
+    )
+    p.add_argument(
         "--log-every", type=int, default=10, help="steps between metrics.csv rows (default 10)"
     )
     p.add_argument(

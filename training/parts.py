@@ -208,21 +208,26 @@ def _load_needed(world_dir, part: str) -> nn.Module:
 
 def world_fingerprints(world: Path, part: str, action_source: str | None) -> dict[str, str]:
     """Fingerprints of the world parts a run depends on (dynamics: tokenizer, and LAM)."""
-    from genie.world import fingerprint
+    from genie.world import TOKENS_KEY, part_fingerprints
 
     if part != "dynamics":
         return {}
-    needed = ["tokenizer"] + (["lam"] if action_source == "lam" else [])
-    return {
-        p: fingerprint(world / p) for p in needed if (world / p / "model.safetensors").is_file()
-    }
+    prints = part_fingerprints(world)
+    needed = [TOKENS_KEY] + (["lam"] if action_source == "lam" else [])
+    return {p: prints[p] for p in needed if p in prints}
 
 
 def check_world_unchanged(world: Path, saved: dict, part: str, action_source: str | None) -> None:
-    """A resumed dynamics run must still see the tokenizer (and LAM) it started with."""
-    now = world_fingerprints(world, part, action_source)
-    for p, before in saved.get("fingerprints", {}).items():
-        if now.get(p) != before:
+    """A resumed dynamics run must still see the tokenizer encoder (and LAM) it started with.
+    Its decoder may have been trained further: the code ids it learned are the same."""
+    from genie.world import part_fingerprints
+
+    if part != "dynamics":
+        return
+    now = part_fingerprints(world)
+    for key, before in saved.get("fingerprints", {}).items():
+        p = "lam" if key == "lam" else "tokenizer"
+        if now.get(key) != before:
             raise UserError(
                 f"the world's {p} changed since this {part} run started: the dynamics must be trained "
                 f"on the {p} it will play with; start a new run (another --run-dir)"

@@ -153,9 +153,17 @@ def train(args) -> int:
         say(f"note: {args.data} has no val split: validating on the train split")
         val_ds = train_ds
     part = make_part(part_name, world, train_ds, settings.action_source).to(device)
-    if world.is_dir() and part_name in read_meta(world).get("dynamics_trained_on", {}):
+    trained_on = read_meta(world).get("dynamics_trained_on", {}) if world.is_dir() else {}
+    if (part_name == "lam" and "lam" in trained_on) or (
+        part_name == "tokenizer" and trained_on and not getattr(args, "freeze_encoder", False)
+    ):
         say(
             f"note: the dynamics in {world} was trained on its current {part_name}: retrain it after"
+            + (
+                " (or train the decoder alone: --freeze-encoder)"
+                if part_name == "tokenizer"
+                else ""
+            )
         )
     loader_gen = torch.Generator()
     loader = torch.utils.data.DataLoader(
@@ -181,6 +189,13 @@ def train(args) -> int:
         model = load_init(part, args.init_from, train_ds, device)
     else:
         model = part.model_class(part.build_config(settings.model, train_ds)).to(device).train()
+    freeze = bool(getattr(args, "freeze_encoder", False) or saved.get("freeze_encoder"))
+    if freeze:
+        if part_name != "tokenizer":
+            raise UserError("--freeze-encoder is for the tokenizer (it keeps the code ids fixed)")
+        if ckpt is None and not args.init_from:
+            say("note: --freeze-encoder without --init-from trains a decoder for a random encoder")
+        model.freeze_encoder()
     for note in part.notes:
         say(f"note: {note}")
     n_params = sum(p.numel() for p in model.parameters())
@@ -294,6 +309,7 @@ def train(args) -> int:
                 "init_from", args.init_from and str(Path(args.init_from).resolve())
             ),
             "fingerprints": world_fingerprints(world, part_name, part.action_source),
+            "freeze_encoder": freeze,
         }
         checkpoint.save(run_dir, accelerator, model, optimizer, scheduler, ema, state)
         if main:
@@ -311,6 +327,7 @@ def train(args) -> int:
                 "device": str(device),
                 "wall_clock_s": round(elapsed, 1),
                 **({"init_from": state["init_from"]} if state["init_from"] else {}),
+                **({"decoder_only": True} if freeze else {}),
                 "ema": cfg.ema_decay,
                 "metrics": {**last_train, **last_val},
                 **part.export_info(),
