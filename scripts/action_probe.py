@@ -1,0 +1,100 @@
+"""How identifiable is a single recorded action from the frames around it?
+
+A supervised probe, the ceiling check for latent-action accuracy: a small CNN sees the frames
+(x_{t-1}, x_t, x_{t+1}) and is trained *with the true labels* to predict the action a_t taken
+between x_t and x_{t+1}. If even this cannot beat chance on a dataset, no latent action model
+can name that dataset's actions step by step (docs/RESULTS.md, "Latent actions on CoinRun").
+
+    python scripts/action_probe.py --data data/coinrun --steps 1500
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from genie.data.dataset import ClipDataset
+
+
+def load(root: str, split: str, n: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random 3-frame clips -> frames uint8 (n, 3, H, W, 3), the middle transition's action (n,)."""
+    ds = ClipDataset(root, split=split, clip_len=3, stride=stride)
+    idx = np.random.default_rng(0).choice(len(ds), min(n, len(ds)), replace=False)
+    frames, actions = [], []
+    for i in tqdm(idx, desc=f"loading {split}", unit="clip"):
+        item = ds[int(i)]
+        frames.append(item["frames"])
+        actions.append(int(item["actions"][1]))
+    return torch.stack(frames), torch.tensor(actions)
+
+
+class Probe(nn.Module):
+    """3 RGB frames stacked as 9 channels -> 4 stride-2 conv stages -> global mean -> logits."""
+
+    def __init__(self, num_actions: int):
+        super().__init__()
+        widths, layers = [9, 32, 64, 96, 128], []
+        for a, b in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GELU()]
+            layers += [nn.Conv2d(b, b, 3, padding=1), nn.GELU()]
+        self.features, self.head = nn.Sequential(*layers), nn.Linear(widths[-1], num_actions)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.float() / 255 * 2 - 1  # (B, 3, H, W, C)
+        x = x.permute(0, 1, 4, 2, 3).flatten(1, 2)  # (B, 9, H, W)
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--train-pairs", type=int, default=40000)
+    p.add_argument("--test-pairs", type=int, default=10000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    t0 = time.time()
+    x_train, a_train = load(args.data, "train", args.train_pairs, stride=3)
+    x_test, a_test = load(args.data, "test", args.test_pairs, stride=1)
+    n = int(ClipDataset(args.data, split="test", clip_len=3).num_actions)
+    net = Probe(n)
+    opt = torch.optim.AdamW(net.parameters(), args.lr)
+
+    def test_accuracy() -> float:
+        net.eval()
+        with torch.no_grad():
+            pred = torch.cat(
+                [net(x_test[i : i + 256]).argmax(1) for i in range(0, len(x_test), 256)]
+            )
+        net.train()
+        return (pred == a_test).float().mean().item()
+
+    bar = tqdm(range(args.steps), desc="training the probe", unit="step")
+    for step in bar:
+        b = torch.randint(0, len(x_train), (args.batch_size,))
+        loss = F.cross_entropy(net(x_train[b]), a_train[b])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (step + 1) % 500 == 0:
+            bar.write(
+                f"step {step + 1}: train loss {loss.item():.3f} (ln {n} = {np.log(n):.3f}), "
+                f"test accuracy {test_accuracy():.1%}"
+            )
+    chance = np.bincount(a_test.numpy(), minlength=n).max() / len(a_test)
+    print(
+        f"probe test accuracy {test_accuracy():.1%} on {len(a_test):,} transitions; "
+        f"most frequent action {chance:.1%}; uniform {1 / n:.1%}; {time.time() - t0:.0f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
