@@ -96,6 +96,9 @@ class _Snapshot:
     shown: tuple[torch.Tensor, torch.Tensor] | None  # last frame shown (float) and its ids
 
 
+_SHOWN = object()  # `_carry`'s default: the frame on screen
+
+
 class WorldEngine:
     """Stateful player of one world for one user (batch 1)."""
 
@@ -217,11 +220,13 @@ class WorldEngine:
             self._dyn_clone(self._dyn), self._dec.clone(), self.generator.get_state(), self._shown
         )
 
-    def _carry(self, frames: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Decoded frames (B, H, W, 3) of ids (B, h, w) following the shown frame -> what to show."""
-        if not self.carry_unchanged or self._shown is None:
+    def _carry(self, frames: torch.Tensor, ids: torch.Tensor, shown=_SHOWN) -> torch.Tensor:
+        """Decoded frames (B, H, W, 3) of ids (B, h, w) following `shown` ((1 or B, H, W, 3),
+        (1 or B, h, w); default: the frame on screen) -> what to show."""
+        shown = self._shown if shown is _SHOWN else shown
+        if not self.carry_unchanged or shown is None:
             return frames
-        prev, prev_ids = self._shown
+        prev, prev_ids = shown
         n = frames.shape[0]
         return carry_unchanged(
             frames,
@@ -335,16 +340,7 @@ class WorldEngine:
                 dyn, torch.full((samples,), a), self.steps, self.temperature, g
             )
             frames = self.tokenizer.decode_step(ids, dec)
-            if self.carry_unchanged and shown is not None:
-                prev, prev_ids = shown
-                frames = carry_unchanged(
-                    frames,
-                    prev.expand(samples, -1, -1, -1),
-                    ids,
-                    prev_ids.expand(samples, -1, -1),
-                    self.patch_size,
-                    self.carry_margin,
-                )
+            frames = self._carry(frames, ids, shown)
             shown = (frames, ids)
             out.append((frames.clamp(0, 1) * 255).round().byte().numpy())
         return np.stack(out)

@@ -72,13 +72,8 @@ def pick_clips(ds, episodes: int, seed: int) -> list[int]:
     """One clip per episode (shard, in-episode stretch), at a seeded random position."""
     rng = np.random.default_rng(seed)
     by_episode: dict[int, list[int]] = {}
-    bounds = [(e.shard, e.start, e.start + e.length, e.id) for e in ds.episodes]
-    for i in range(len(ds)):
-        shard, start = ds.clip_location(i)
-        for s, a, b, eid in bounds:
-            if s == shard and a <= start < b:
-                by_episode.setdefault(eid, []).append(i)
-                break
+    for i, eid in enumerate(_episode_of_clips(ds, range(len(ds)))):
+        by_episode.setdefault(int(eid), []).append(i)
     chosen = []
     for eid in sorted(by_episode)[:episodes]:
         chosen.append(int(rng.choice(by_episode[eid])))
@@ -127,12 +122,41 @@ def latent_and_true_actions(lam, data, split: str, window: int, max_transitions:
 
 
 def _episode_of_clips(ds, idx) -> np.ndarray:
+    """Episode id of each clip index in idx."""
     bounds = [(e.shard, e.start, e.start + e.length, e.id) for e in ds.episodes]
     out = []
     for i in idx:
         shard, start = ds.clip_location(int(i))
         out.append(next(eid for s, a, b, eid in bounds if s == shard and a <= start < b))
     return np.asarray(out)
+
+
+def action_accuracy(latent, true, episode, num_latent: int, num_true: int, seed: int = 0) -> dict:
+    """Latent -> true action accuracy of the best majority mapping: fitted on all transitions,
+    and held out by episode (fitted on half the levels, scored on the others) beside what the
+    same procedure scores on shuffled latents and the most frequent true action's share."""
+    from genie.lam import best_mapping_accuracy
+
+    first = np.isin(episode, np.unique(episode)[::2])
+
+    def held_out(lat) -> float:
+        _, mapping = best_mapping_accuracy(lat[first], true[first], num_latent, num_true)
+        return best_mapping_accuracy(lat[~first], true[~first], num_latent, num_true, mapping)[0]
+
+    held = held_out(latent)
+    n_held = max(int((~first).sum()), 1)
+    return {
+        "action_accuracy": best_mapping_accuracy(latent, true, num_latent, num_true)[0],
+        "action_accuracy_held_out": held,
+        "action_accuracy_chance": float(
+            np.bincount(true, minlength=num_true).max() / max(len(true), 1)
+        ),
+        "action_accuracy_held_out_shuffled": held_out(
+            np.random.default_rng(seed).permutation(latent)
+        ),
+        "action_accuracy_held_out_stderr": float(np.sqrt(max(held * (1 - held), 1e-12) / n_held)),
+        "action_transitions": int(len(true)),
+    }
 
 
 MIN_LIFT_ABS = 0.1  # a name needs its share of a latent's steps >= the data's share + 10 points
@@ -198,7 +222,6 @@ def run(args) -> int:
     from genie.blocks import psnr
     from genie.data import ClipDataset, collate_clips
     from genie.errors import UserError
-    from genie.lam import best_mapping_accuracy
     from genie.tokenizer import carry_unchanged_sequence, ssim
     from genie.world import World, set_action_labels
 
@@ -229,8 +252,6 @@ def run(args) -> int:
             "tok_ssim",
             "tok_ids",
             "lam_psnr",
-            "lam_latent",
-            "lam_true",
             "dyn_psnr",
             "dyn_ssim",
             "copy_psnr",
@@ -258,9 +279,6 @@ def run(args) -> int:
                 ).flatten()
             )
             latent = infer_actions_windowed(lam, frames, lam_window)  # (B, T-1)
-            if batch["actions"] is not None:
-                acc["lam_latent"].append(latent.flatten())
-                acc["lam_true"].append(batch["actions"][:, :-1].flatten())
             k = max(HORIZONS)
             gen = dyn.rollout(
                 ids[:, :c],
@@ -332,32 +350,13 @@ def run(args) -> int:
             "seconds": round(time.time() - t0, 1),
         },
     }
-    if cat["lam_latent"] is not None and ds.num_actions:
+    if ds.num_actions:
         latent, true, episode = latent_and_true_actions(
             lam, args.data, args.split, lam_window, args.action_transitions, 32
         )
         ok = true >= 0
         latent, true, episode = latent[ok], true[ok], episode[ok]
-        # held out by episode: the mapping is fitted on half the levels, scored on the others
-        first = np.isin(episode, np.unique(episode)[::2])
-        _, mapping = best_mapping_accuracy(
-            latent[first], true[first], lam.num_actions, ds.num_actions
-        )
-        held_out, _ = best_mapping_accuracy(
-            latent[~first], true[~first], lam.num_actions, ds.num_actions, mapping
-        )
-        fitted, _ = best_mapping_accuracy(latent, true, lam.num_actions, ds.num_actions)
-        chance = float(np.bincount(true, minlength=ds.num_actions).max() / max(len(true), 1))
-        # what the same procedure scores on latents that carry no information: shuffled ones
-        shuffled = np.random.default_rng(args.seed).permutation(latent)
-        _, smap = best_mapping_accuracy(
-            shuffled[first], true[first], lam.num_actions, ds.num_actions
-        )
-        held_out_shuffled, _ = best_mapping_accuracy(
-            shuffled[~first], true[~first], lam.num_actions, ds.num_actions, smap
-        )
-        n_held = int((~first).sum())
-        stderr = float(np.sqrt(max(held_out * (1 - held_out), 1e-12) / max(n_held, 1)))
+        scores = action_accuracy(latent, true, episode, lam.num_actions, ds.num_actions, args.seed)
         names, counts = name_latent_actions(
             latent,
             true,
@@ -366,12 +365,7 @@ def run(args) -> int:
         )
         metrics["lam"].update(
             {
-                "action_accuracy": fitted,
-                "action_accuracy_held_out": held_out,
-                "action_accuracy_chance": chance,
-                "action_accuracy_held_out_shuffled": held_out_shuffled,
-                "action_accuracy_held_out_stderr": stderr,
-                "action_transitions": int(len(true)),
+                **scores,
                 "latent_names": names,
                 "cooccurrence": counts.tolist(),
             }

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
-from genie.evaluate import latent_and_true_actions
-from genie.lam import LatentActionModel, best_mapping_accuracy
+from genie.evaluate import action_accuracy, latent_and_true_actions
+from genie.lam import LatentActionModel
 
 
 def main() -> None:
@@ -30,19 +28,12 @@ def main() -> None:
         lam, args.data, args.split, window, args.transitions, 32
     )
     ok = true >= 0
-    latent, true, episode = latent[ok], true[ok], episode[ok]
-    n_true = int(true.max()) + 1
-    first = np.isin(episode, np.unique(episode)[::2])
-    _, mapping = best_mapping_accuracy(latent[first], true[first], lam.num_actions, n_true)
-    held, _ = best_mapping_accuracy(latent[~first], true[~first], lam.num_actions, n_true, mapping)
-    shuffled = np.random.default_rng(0).permutation(latent)
-    _, smap = best_mapping_accuracy(shuffled[first], true[first], lam.num_actions, n_true)
-    held_s, _ = best_mapping_accuracy(shuffled[~first], true[~first], lam.num_actions, n_true, smap)
-    chance = np.bincount(true).max() / len(true)
-    se = np.sqrt(held * (1 - held) / (~first).sum())
+    r = action_accuracy(latent[ok], true[ok], episode[ok], lam.num_actions, int(true.max()) + 1)
     print(
-        f"{len(true):,} transitions of {args.data} ({args.split}): held-out levels {held:.1%} "
-        f"± {se:.1%}; shuffled latents {held_s:.1%}; most frequent action {chance:.1%}"
+        f"{r['action_transitions']:,} transitions of {args.data} ({args.split}): held-out levels "
+        f"{r['action_accuracy_held_out']:.1%} ± {r['action_accuracy_held_out_stderr']:.1%}; "
+        f"shuffled latents {r['action_accuracy_held_out_shuffled']:.1%}; "
+        f"most frequent action {r['action_accuracy_chance']:.1%}"
     )
 
 

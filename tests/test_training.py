@@ -231,6 +231,15 @@ def bad_cases(data: Path, tmp: Path) -> dict[str, list]:
         "no episodes": ["tokenizer", "--data", tmp / "empty", "--world", tmp / "w", *TRAIN],
         "clip_len > episodes": ["tokenizer", "--data", short, "--world", tmp / "w", *TRAIN],
         "unknown preset": ["tokenizer", "--data", data, "--world", tmp / "w", "--preset", "huge"],
+        "frozen encoder of a lam": [
+            "lam",
+            "--data",
+            data,
+            "--world",
+            tmp / "w",
+            "--freeze-encoder",
+            *TRAIN,
+        ],
         "world without tokenizer": ["dynamics", "--data", data, "--world", tmp / "w", *TRAIN],
         "world without lam": ["dynamics", "--data", data, "--world", small, *TRAIN],
         "tokenizer of other frames": [

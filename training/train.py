@@ -129,6 +129,9 @@ def train(args) -> int:
     run_dir, cfg, seed = settings.run_dir, settings.train, settings.seed
     ckpt, saved = settings.checkpoint, settings.saved  # None, {} for a fresh run
     stop_at = min(args.stop_at or cfg.steps, cfg.steps)
+    freeze = bool(getattr(args, "freeze_encoder", False) or saved.get("freeze_encoder"))
+    if freeze and part_name != "tokenizer":
+        raise UserError("--freeze-encoder is for the tokenizer (it keeps the code ids fixed)")
 
     # ------------------------------------------------------------------ accelerator
     if args.mixed_precision == "fp16" and not torch.cuda.is_available():
@@ -155,7 +158,7 @@ def train(args) -> int:
     part = make_part(part_name, world, train_ds, settings.action_source).to(device)
     trained_on = read_meta(world).get("dynamics_trained_on", {}) if world.is_dir() else {}
     if (part_name == "lam" and "lam" in trained_on) or (
-        part_name == "tokenizer" and trained_on and not getattr(args, "freeze_encoder", False)
+        part_name == "tokenizer" and trained_on and not freeze
     ):
         say(
             f"note: the dynamics in {world} was trained on its current {part_name}: retrain it after"
@@ -189,10 +192,7 @@ def train(args) -> int:
         model = load_init(part, args.init_from, train_ds, device)
     else:
         model = part.model_class(part.build_config(settings.model, train_ds)).to(device).train()
-    freeze = bool(getattr(args, "freeze_encoder", False) or saved.get("freeze_encoder"))
     if freeze:
-        if part_name != "tokenizer":
-            raise UserError("--freeze-encoder is for the tokenizer (it keeps the code ids fixed)")
         if ckpt is None and not args.init_from:
             say("note: --freeze-encoder without --init-from trains a decoder for a random encoder")
         model.freeze_encoder()
