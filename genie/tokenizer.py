@@ -57,6 +57,10 @@ class TokenizerConfig:
     vq_beta: float = 0.25  # commitment weight of the VQ loss
     vq_restart_after: int = 50  # training steps a code may go unused before it is re-seeded
     l1_weight: float = 0.0  # weight of an extra L1 reconstruction term (MSE always on)
+    # decoder input in training: False = the VQ code (for MaskGIT's ids); True = the continuous
+    # l2-normalised latent before quantisation (what a diffusion dynamics predicts); ids are
+    # computed either way, so a tokenizer trained continuous still serves MaskGIT
+    continuous: bool = False
 
     def __post_init__(self):
         if self.frame_size % self.patch_size:
@@ -368,8 +372,9 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
     def forward(self, frames: torch.Tensor) -> TokenizerOutput:
         """frames uint8 (B, T, H, W, 3) -> ids, reconstruction and losses."""
         h, w = self.grid
-        q = self.vq(self._latents(frames, update_stats=self.center.training))
-        recon = self._decode_codes(q.quantized)
+        z = self._latents(frames, update_stats=self.center.training)
+        q = self.vq(z)
+        recon = self._decode_codes(F.normalize(z, dim=-1) if self.config.continuous else q.quantized)
         target = to_float_frames(frames)
         losses = {"recon": F.mse_loss(recon, target), "vq": q.loss}
         if self.config.l1_weight > 0:
@@ -409,6 +414,26 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
         with frames t-max_frames+1..t as temporal context."""
         codes = self.vq.lookup(rearrange(ids, "b t h w -> b t (h w)"))
         return self._decode_codes(codes).clamp(0, 1)
+
+    # ------------------------------------------------------------------ continuous latents
+
+    @torch.no_grad()
+    def encode_latents(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames uint8 (B, T, H, W, 3) -> continuous latents (B, T, N, E): the l2-normalised
+        encoder output before quantisation (each frame alone), what a diffusion dynamics
+        predicts. `decode_latents` turns them back into pixels."""
+        return F.normalize(self._latents(frames), dim=-1)
+
+    @torch.no_grad()
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """continuous latents (B, T, N, E) -> frames float (B, T, H, W, 3) in [0, 1]."""
+        return self._decode_codes(F.normalize(z, dim=-1)).clamp(0, 1)
+
+    @torch.no_grad()
+    def decode_latents_step(self, z: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """`decode_step` for continuous latents z (B, N, E) -> float (B, H, W, 3) in [0, 1]."""
+        x = self.decoder.step(self._embed_codes(F.normalize(z, dim=-1)), cache, commit=True)
+        return self._to_pixels(x).clamp(0, 1)
 
     def new_decode_cache(self, max_frames: int | None = None) -> KVCache:
         """An empty cache for `decode_step`: a frame sees itself + max_frames-1 cached frames."""

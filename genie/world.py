@@ -93,9 +93,39 @@ def write_meta(world_dir: str | Path, meta: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+# a game's distinct actions and the keys a player expects; "A+B" is a chord (both held)
+CHORDS = {
+    "noop": [],
+    "left": ["ArrowLeft", "a"],
+    "right": ["ArrowRight", "d"],
+    "jump": ["ArrowUp", "w", " "],
+    "jump-left": ["ArrowUp+ArrowLeft", "w+a", " +ArrowLeft", "q"],
+    "jump-right": ["ArrowUp+ArrowRight", "w+d", " +ArrowRight", "e"],
+    # Atari minimal action sets (ALE's names)
+    "up": ["ArrowUp", "w"],
+    "down": ["ArrowDown", "s"],
+    "fire": [" "],
+    "upright": ["ArrowUp+ArrowRight", "w+d"],
+    "upleft": ["ArrowUp+ArrowLeft", "w+a"],
+    "downright": ["ArrowDown+ArrowRight", "s+d"],
+    "downleft": ["ArrowDown+ArrowLeft", "s+a"],
+    "rightfire": ["ArrowRight+ ", "d+ "],
+    "leftfire": ["ArrowLeft+ ", "a+ "],
+    "upfire": ["ArrowUp+ ", "w+ "],
+    "downfire": ["ArrowDown+ ", "s+ "],
+}
+
+
 def default_keys(labels: list[str]) -> list[list[str]]:
-    """Keyboard keys for each action: arrows/WASD/space where the label names a direction,
-    then number keys. Keys are KeyboardEvent.key values."""
+    """Keyboard keys for each action. Keys are KeyboardEvent.key values; "A+B" is a chord.
+
+    When every label is a distinct action a player knows (CoinRun's noop/left/right/jump/
+    jump-left/jump-right, Atari's NOOP/FIRE/LEFT/UPRIGHT...), the keys are the arrows, WASD and
+    space, chords combine them (↑ + → = jump-right) and noop has no key (no key held = noop).
+    Otherwise arrows/WASD/space go where a label names a direction, then number keys."""
+    low = [lab.lower().replace("_", "") for lab in labels]
+    if low and all(lab in CHORDS for lab in low) and len(set(low)) == len(low):
+        return [list(CHORDS[lab]) for lab in low]
     keys: list[list[str]] = [[] for _ in labels]
     taken: set[str] = set()
     named = [
@@ -230,6 +260,9 @@ def _export_part(world_dir: Path, part: str, model, info: dict[str, Any]) -> Pat
         if old.get("source") == source and len(old.get("labels", [])) == cfg.num_actions:
             labels = old["labels"]  # keep human names given to latent actions
         meta["actions"] = {"source": source, "labels": labels, "keys": default_keys(labels)}
+        for key in ("game_actions", "game"):  # true actions: how `genie playtest` replays the game
+            if info.get(key) is not None:
+                meta["actions"][key] = info[key]
         trained_on = {TOKENS_KEY: meta["fingerprints"].get(TOKENS_KEY)}
         if source == "lam":
             trained_on["lam"] = meta["fingerprints"].get("lam")

@@ -53,6 +53,11 @@ class Part:
     lam: nn.Module | None = None  # frozen, dynamics with latent actions only
     action_source: str | None = None  # dynamics: "lam" or "true"
     action_labels: list[str] | None = None  # dynamics with true actions: the dataset's labels
+    # dynamics with true actions: raw action id -> distinct id (CoinRun's 15 buttons -> 6), the
+    # game's action for each distinct one, and the game (for replaying it in `genie playtest`)
+    action_map: list[int] | None = None
+    game_actions: list[int] | None = None
+    game: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)  # things the trainer should tell the user
 
     @property
@@ -90,6 +95,8 @@ class Part:
     def num_actions(self, dataset) -> int:
         if self.action_source == "lam":
             return self.lam.num_actions
+        if self.action_map is not None:
+            return len(self.action_labels)
         return int(dataset.num_actions)
 
     def check_frame_size(self, config: Any, dataset) -> None:
@@ -132,6 +139,9 @@ class Part:
                 "the dataset has frames whose action is unknown (-1): train the dynamics on "
                 "latent actions (--action-source lam)"
             )
+        if self.action_source == "true" and self.action_map is not None:
+            table = torch.tensor(self.action_map, dtype=torch.long)
+            raw = {**raw, "actions": table[raw["actions"].long().clamp(min=0)]}
         return make_dynamics_batch(raw, self.tokenizer, self.lam)
 
     def frames_per_clip_step(self, batch: dict) -> tuple[int, int]:
@@ -157,7 +167,12 @@ class Part:
     def export_info(self) -> dict[str, Any]:
         if self.name != "dynamics":
             return {}
-        return {"action_source": self.action_source, "action_labels": self.action_labels}
+        info = {"action_source": self.action_source, "action_labels": self.action_labels}
+        if self.game_actions is not None:
+            info["game_actions"] = self.game_actions
+        if self.game is not None:
+            info["game"] = self.game
+        return info
 
 
 def _px(size: int | tuple) -> str:
@@ -189,7 +204,14 @@ def make_part(name: str, world_dir, dataset, action_source: str | None) -> Part:
     tokenizer = _load_needed(world_dir, "tokenizer")
     lam = _load_needed(world_dir, "lam") if source == "lam" else None
     labels = list(dataset.action_labels) if source == "true" and dataset.action_labels else None
-    return Part(name, tokenizer=tokenizer, lam=lam, action_source=source, action_labels=labels)
+    part = Part(name, tokenizer=tokenizer, lam=lam, action_source=source, action_labels=labels)
+    distinct = getattr(dataset, "distinct_actions", None) if source == "true" else None
+    if distinct:
+        part.action_labels = list(distinct["labels"])
+        part.action_map = [int(v) for v in distinct["of"]]
+        part.game_actions = [int(v) for v in distinct["game_action"]]
+        part.game = getattr(dataset, "game", None)
+    return part
 
 
 def _load_needed(world_dir, part: str) -> nn.Module:

@@ -122,6 +122,30 @@ class ClipDataset(torch.utils.data.Dataset):
         return None if a is None or a.get("labels") is None else list(a["labels"])
 
     @property
+    def distinct_actions(self) -> dict[str, Any] | None:
+        """The game's distinct actions, if the recorder knows them: {"labels": [...], "of": raw
+        action -> distinct id, "game_action": distinct id -> the game's action}. CoinRun's 15
+        buttons collapse to 6; recordings from before this field get it from their source."""
+        a = self.manifest.action_space
+        if a is None:
+            return None
+        if a.get("distinct"):
+            return dict(a["distinct"])
+        if (self.manifest.source or {}).get("kind") == "coinrun" and int(a["n"]) == 15:
+            from genie.data.record import coinrun_action_space
+
+            return coinrun_action_space()["distinct"]
+        return None
+
+    @property
+    def game(self) -> dict[str, Any] | None:
+        """The game a recording came from (kind, env, game), for replaying it; None if imported."""
+        src = self.manifest.source or {}
+        if src.get("kind") not in ("coinrun", "atari"):
+            return None
+        return {k: src[k] for k in ("kind", "env", "game", "distribution_mode") if k in src}
+
+    @property
     def num_frames(self) -> int:
         """Frames in this split's episodes."""
         return sum(e.length for e in self.episodes)

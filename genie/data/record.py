@@ -1,4 +1,10 @@
-"""`genie record coinrun|atari`: record gameplay of a uniformly random policy (docs/DATA.md).
+"""`genie record coinrun|atari`: record gameplay of a scripted policy (docs/DATA.md).
+
+Two policies (`--policy`): `uniform` draws one of the game's buttons uniformly every step
+(Genie's CoinRun protocol; the benchmark numbers use it), `sticky` holds one of the game's
+*distinct* actions for a geometric number of steps (mean `--hold-mean`), with a bias toward
+making progress (in CoinRun: right and jump-right more often than left), so the data looks
+like play: the character runs, jumps and scrolls the level.
 
 CoinRun follows Genie's protocol (Bruce et al. 2024, appendix F): procgen `coinrun`, hard mode,
 random actions over the 15 buttons, one dataset episode = one level seed played for
@@ -41,6 +47,13 @@ COINRUN_LABELS = [
     "down-left", "left", "jump-left", "down", "noop", "jump", "down-right", "right",
     "jump-right", "D", "A", "W", "S", "Q", "E",
 ]  # fmt: skip
+# CoinRun's distinct actions: what the 15 buttons collapse to ("down" and the letters do nothing)
+COINRUN_DISTINCT = ["noop", "left", "right", "jump", "jump-left", "jump-right"]
+COINRUN_DISTINCT_BUTTON = [4, 1, 7, 5, 2, 8]  # the procgen button that plays each distinct action
+COINRUN_BUTTON_TO_DISTINCT = [1, 1, 4, 0, 0, 3, 2, 2, 5, 0, 0, 0, 0, 0, 0]  # button -> distinct
+# sticky policy over COINRUN_DISTINCT: mostly forward, as a player trying to finish does
+COINRUN_STICKY_WEIGHTS = [0.08, 0.14, 0.30, 0.08, 0.08, 0.32]
+POLICIES = ("uniform", "sticky")
 COINRUN_FPS = 15.0  # procgen's native rate
 ATARI_FPS = 15.0  # 60 Hz console, v5 envs repeat each action for 4 console frames
 SHARD_FRAMES = 16_384  # Atari: episodes per shard ~ this many frames
@@ -118,6 +131,36 @@ def episode_actions(seed: int, level: int, steps: int, n: int, repeat: int) -> n
     return rng.integers(0, n, size=-(-steps // repeat)).repeat(repeat)[:steps].astype(np.int32)
 
 
+def sticky_actions(
+    seed: int,
+    level: int,
+    steps: int,
+    buttons: list[int],
+    weights: list[float] | None = None,
+    hold_mean: float = 8.0,
+) -> np.ndarray:
+    """(steps,) int32 game buttons: one of `buttons` (drawn with `weights`) held for a geometric
+    number of steps with mean `hold_mean`, then another; depends only on its args."""
+    if hold_mean < 1:
+        raise UserError(f"--hold-mean must be >= 1 (got {hold_mean})")
+    rng = np.random.default_rng([seed, level, 1])
+    p = None if weights is None else np.asarray(weights, float) / np.sum(weights)
+    out = np.empty(steps, np.int32)
+    t = 0
+    while t < steps:
+        hold = int(rng.geometric(1.0 / hold_mean))
+        out[t : t + hold] = buttons[int(rng.choice(len(buttons), p=p))]
+        t += hold
+    return out
+
+
+def policy_params(policy: str, hold_mean: float, action_repeat: int) -> dict[str, Any]:
+    """What the manifest records about the policy (beside its name)."""
+    if policy == "sticky":
+        return {"hold_mean": hold_mean}
+    return {"action_repeat": action_repeat}
+
+
 def _todo(writer: DatasetWriter, plan: list[tuple[str, int]], prefix: str) -> list[tuple[str, int]]:
     todo = []
     for split, seed in plan:
@@ -147,16 +190,48 @@ def _import_procgen():
     return ProcgenGym3Env
 
 
-def coinrun_source(steps: int, action_repeat: int, seed: int) -> dict[str, Any]:
-    return {
+def coinrun_source(
+    steps: int, action_repeat: int, seed: int, policy: str = "uniform", hold_mean: float = 8.0
+) -> dict[str, Any]:
+    source = {
         "kind": "coinrun",
         "env": "coinrun",
         "distribution_mode": "hard",
-        "policy": "uniform-random",
+        "policy": "uniform-random" if policy == "uniform" else policy,
         "steps_per_episode": steps,
         "action_repeat": action_repeat,
         "seed": seed,
     }
+    if policy == "sticky":
+        source["policy_params"] = {
+            "hold_mean": hold_mean,
+            "weights": dict(zip(COINRUN_DISTINCT, COINRUN_STICKY_WEIGHTS, strict=True)),
+        }
+    return source
+
+
+def coinrun_action_space() -> dict[str, Any]:
+    """The manifest's action space: the 15 buttons, and the distinct actions they collapse to."""
+    return {
+        "n": 15,
+        "labels": COINRUN_LABELS,
+        "keys": [list(k) for k in COINRUN_KEYS],
+        "distinct": {
+            "labels": COINRUN_DISTINCT,
+            "of": COINRUN_BUTTON_TO_DISTINCT,
+            "game_action": COINRUN_DISTINCT_BUTTON,
+        },
+    }
+
+
+def coinrun_episode_actions(
+    seed: int, level: int, steps: int, action_repeat: int, policy: str, hold_mean: float
+) -> np.ndarray:
+    if policy == "sticky":
+        return sticky_actions(
+            seed, level, steps, COINRUN_DISTINCT_BUTTON, COINRUN_STICKY_WEIGHTS, hold_mean
+        )
+    return episode_actions(seed, level, steps, 15, action_repeat)
 
 
 def record_coinrun_batch(
@@ -211,6 +286,8 @@ def record_coinrun(
     num_envs: int = 16,
     seed: int = 0,
     progress: bool = True,
+    policy: str = "uniform",
+    hold_mean: float = 8.0,
 ) -> RecordResult:
     """Record the (split, level) episodes of `plan` into `out`, skipping those already there.
 
@@ -220,8 +297,8 @@ def record_coinrun(
 
     from tqdm import tqdm
 
-    source = coinrun_source(steps, action_repeat, seed)
-    space = {"n": 15, "labels": COINRUN_LABELS, "keys": [list(k) for k in COINRUN_KEYS]}
+    source = coinrun_source(steps, action_repeat, seed, policy, hold_mean)
+    space = coinrun_action_space()
     ProcgenGym3Env = _import_procgen()
     with DatasetWriter(
         out, frame_size=(64, 64), source=source, fps=COINRUN_FPS, action_space=space
@@ -246,7 +323,10 @@ def record_coinrun(
                 batch = todo[i : i + num_envs]
                 levels = [lv for _, lv in batch]
                 actions = np.stack(
-                    [episode_actions(seed, lv, steps, 15, action_repeat) for lv in levels]
+                    [
+                        coinrun_episode_actions(seed, lv, steps, action_repeat, policy, hold_mean)
+                        for lv in levels
+                    ]
                 )
                 if len(buffers) <= k % 2:
                     buffers.append(_buffers(n_buf, steps))
@@ -337,6 +417,8 @@ def record_atari(
     size: int = 64,
     seed: int = 0,
     progress: bool = True,
+    policy: str = "uniform",
+    hold_mean: float = 8.0,
 ) -> RecordResult:
     """Record Atari episodes (split, env seed) of `plan` into `out`, skipping those already there."""
     from tqdm import tqdm
@@ -349,12 +431,20 @@ def record_atari(
         "kind": "atari",
         "game": game,
         "env": env_id,
-        "policy": "uniform-random",
+        "policy": "uniform-random" if policy == "uniform" else policy,
         "steps_per_episode": steps,
         "action_repeat": action_repeat,
         "seed": seed,
     }
-    space = {"n": n, "labels": [str(a) for a in env.unwrapped.get_action_meanings()]}
+    if policy == "sticky":
+        source["policy_params"] = {"hold_mean": hold_mean, "weights": "uniform"}
+    # v5 envs use the game's minimal action set: its actions are already distinct
+    labels = [str(a) for a in env.unwrapped.get_action_meanings()]
+    space = {
+        "n": n,
+        "labels": labels,
+        "distinct": {"labels": labels, "of": list(range(n)), "game_action": list(range(n))},
+    }
     with DatasetWriter(
         out, frame_size=(size, size), source=source, fps=ATARI_FPS, action_space=space
     ) as w:
@@ -367,7 +457,11 @@ def record_atari(
         for i in range(0, len(todo), per_shard):
             pending = []
             for split, lv in todo[i : i + per_shard]:
-                actions = episode_actions(seed, lv, steps, n, action_repeat)
+                actions = (
+                    sticky_actions(seed, lv, steps, list(range(n)), None, hold_mean)
+                    if policy == "sticky"
+                    else episode_actions(seed, lv, steps, n, action_repeat)
+                )
                 p = record_atari_episode(env, lv, actions, size)
                 pending.append(EpisodeData(f"seed-{lv}", split, actions=actions, seed=lv, **p))
                 bar.update(steps)
@@ -422,6 +516,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--action-repeat", type=int, default=1, help="hold each random action K steps (default 1)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random policy (default 0)")
+    p.add_argument("--policy", choices=POLICIES, default="uniform",
+                   help="uniform: a random button every step (Genie's protocol, default); "
+                   "sticky: distinct actions held for --hold-mean steps on average, biased forward")  # fmt: skip
+    p.add_argument("--hold-mean", type=float, default=8.0,
+                   help="sticky policy: mean steps an action is held (default 8)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -434,7 +533,15 @@ def run(args: argparse.Namespace) -> int:
     if args.steps_per_episode < 1 or args.action_repeat < 1:
         raise UserError("--steps-per-episode and --action-repeat must be >= 1")
     plan = plan_episodes(args.episodes, args.seeds, args.split)
-    common = dict(steps=args.steps_per_episode, action_repeat=args.action_repeat, seed=args.seed)
+    if args.hold_mean < 1:
+        raise UserError(f"--hold-mean must be >= 1 (got {args.hold_mean})")
+    common = dict(
+        steps=args.steps_per_episode,
+        action_repeat=args.action_repeat,
+        seed=args.seed,
+        policy=args.policy,
+        hold_mean=args.hold_mean,
+    )
     try:
         if args.game_kind == "coinrun":
             if args.num_envs < 1:
