@@ -366,13 +366,6 @@ def init_weights(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor, max_db: float = 50.0) -> torch.Tensor:
-    """Per-frame PSNR in dB of frames in [0, 1], capped at `max_db` (identical frames).
-    a, b: (..., H, W, C) or (..., C, H, W) with the frame as the last three axes -> (...)."""
-    mse = (a.float() - b.float()).pow(2).flatten(-3).mean(-1)
-    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).clamp(max=max_db)
-
-
 def cosine_schedule(step: int, total: int) -> float:
     """MaskGIT mask ratio after `step` of `total` steps: cos(pi/2 * step/total)."""
     return math.cos(math.pi / 2 * step / total)

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from genie.blocks import KVCache, STTransformer, init_weights, neighbourhood_conv, psnr
+from genie.blocks import KVCache, STTransformer, init_weights, neighbourhood_conv
+from genie.metrics import psnr
 from genie.pretrained import PretrainedMixin
 
 

@@ -131,34 +131,6 @@ def _episode_of_clips(ds, idx) -> np.ndarray:
     return np.asarray(out)
 
 
-def action_accuracy(latent, true, episode, num_latent: int, num_true: int, seed: int = 0) -> dict:
-    """Latent -> true action accuracy of the best majority mapping: fitted on all transitions,
-    and held out by episode (fitted on half the levels, scored on the others) beside what the
-    same procedure scores on shuffled latents and the most frequent true action's share."""
-    from genie.lam import best_mapping_accuracy
-
-    first = np.isin(episode, np.unique(episode)[::2])
-
-    def held_out(lat) -> float:
-        _, mapping = best_mapping_accuracy(lat[first], true[first], num_latent, num_true)
-        return best_mapping_accuracy(lat[~first], true[~first], num_latent, num_true, mapping)[0]
-
-    held = held_out(latent)
-    n_held = max(int((~first).sum()), 1)
-    return {
-        "action_accuracy": best_mapping_accuracy(latent, true, num_latent, num_true)[0],
-        "action_accuracy_held_out": held,
-        "action_accuracy_chance": float(
-            np.bincount(true, minlength=num_true).max() / max(len(true), 1)
-        ),
-        "action_accuracy_held_out_shuffled": held_out(
-            np.random.default_rng(seed).permutation(latent)
-        ),
-        "action_accuracy_held_out_stderr": float(np.sqrt(max(held * (1 - held), 1e-12) / n_held)),
-        "action_transitions": int(len(true)),
-    }
-
-
 MIN_LIFT_ABS = 0.1  # a name needs its share of a latent's steps >= the data's share + 10 points
 MIN_LIFT_REL = 1.3  # ... and >= 1.3x the data's share
 
@@ -219,10 +191,10 @@ def run(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from genie.blocks import psnr
     from genie.data import ClipDataset, collate_clips
     from genie.errors import UserError
-    from genie.tokenizer import carry_unchanged_sequence, ssim
+    from genie.metrics import action_accuracy, psnr, ssim
+    from genie.tokenizer import carry_unchanged_sequence
     from genie.world import World, set_action_labels
 
     t0 = time.time()

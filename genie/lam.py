@@ -14,7 +14,7 @@ E action-latent width, A latent actions (codebook size), P patch size.
 
 At play time the LAM is not run: the user picks one of the A codes. It labels training
 clips for the dynamics (`infer_actions`) and its codes are compared with true actions by
-`best_mapping_accuracy`.
+`genie.metrics.best_mapping_accuracy`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from genie.blocks import (
     VectorQuantizer,
     init_weights,
     neighbourhood_conv,
-    psnr,
 )
+from genie.metrics import best_mapping_accuracy, psnr
 from genie.pretrained import PretrainedMixin
 from genie.tokenizer import CenteredLatent, conv_stem, frame_strip, init_convs, to_float_frames
 
@@ -308,26 +308,3 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         recon = self(frames).recon.clamp(0, 1)
         self.train(was)
         return frame_strip([to_float_frames(frames)[:, 1:], recon])
-
-
-def best_mapping_accuracy(
-    latent,
-    true,
-    num_latent: int,
-    num_true: int,
-    mapping: np.ndarray | None = None,
-) -> tuple[float, np.ndarray]:
-    """How well latent actions tell the true ones: map each latent code to the true action it
-    most often co-occurs with (majority vote) and score that mapping.
-
-    latent, true: int arrays/tensors of the same shape. mapping: (num_latent,) to score a
-    mapping fitted elsewhere (e.g. on training clips) instead of fitting one here.
-    Returns (accuracy in [0, 1], mapping (num_latent,) int64; unseen codes map to -1)."""
-    latent = np.asarray(torch.as_tensor(latent).cpu()).reshape(-1).astype(np.int64)
-    true = np.asarray(torch.as_tensor(true).cpu()).reshape(-1).astype(np.int64)
-    if mapping is None:
-        counts = np.zeros((num_latent, num_true), dtype=np.int64)
-        np.add.at(counts, (latent, true), 1)
-        mapping = np.where(counts.sum(1) > 0, counts.argmax(1), -1)
-    accuracy = float((np.asarray(mapping)[latent] == true).mean()) if len(true) else 0.0
-    return accuracy, np.asarray(mapping, dtype=np.int64)

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from genie.blocks import MLP, Attention, KVCache, STTransformer, VectorQuantizer, init_weights, psnr
+from genie.blocks import MLP, Attention, KVCache, STTransformer, VectorQuantizer, init_weights
+from genie.metrics import psnr, ssim
 from genie.pretrained import PretrainedMixin
 
 
@@ -171,20 +172,6 @@ def init_convs(module: nn.Module) -> None:
 def to_float_frames(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] (or float [0, 1]) frames -> float [0, 1], same shape."""
     return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
-    """Mean SSIM per frame of float frames in [0, 1]. a, b: (..., H, W, 3) -> (...).
-    Uniform `window` x `window` box filter (cheap; gives values close to the Gaussian form)."""
-    lead = a.shape[:-3]
-    x = rearrange(a.float(), "... h w c -> (...) c h w")
-    y = rearrange(b.float(), "... h w c -> (...) c h w")
-    pool = lambda z: F.avg_pool2d(z, window, stride=1)  # noqa: E731
-    mx, my = pool(x), pool(y)
-    vx, vy, cxy = pool(x * x) - mx**2, pool(y * y) - my**2, pool(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(1).reshape(lead)
 
 
 def carry_unchanged(

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from genie.evaluate import action_accuracy, latent_and_true_actions
+from genie.evaluate import latent_and_true_actions
 from genie.lam import LatentActionModel
+from genie.metrics import action_accuracy
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ import pytest
 import torch
 from synthetic import ACTIONS, make_batch
 
-from genie.lam import LAMConfig, LatentActionModel, best_mapping_accuracy
+from genie.lam import LAMConfig, LatentActionModel
+from genie.metrics import best_mapping_accuracy
 from genie.tokenizer import to_float_frames
 
 # The LAM's patches are 4 px and the sprite moves 4 px per step: an action then looks the same
