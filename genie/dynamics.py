@@ -26,7 +26,7 @@ Design, for a world that trains and plays on two CPU cores (see DESIGN.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -57,6 +57,9 @@ class DynamicsConfig:
     action_to_tokens: bool = (
         True  # also add the action embedding to every token (besides the action token)
     )
+    # context corruption (against drift): in training each context token is replaced by a random
+    # code at a rate drawn per clip from U(0, this), the rate given to the model; play uses 0
+    context_corruption: float = 0.0
     maskgit_steps: int = 4  # default sampling steps (speed vs. quality)
     temperature: float = 1.0  # default sampling temperature (0 = greedy)
 
@@ -78,12 +81,23 @@ class DynamicsState:
 
     cache: KVCache
     last_tokens: torch.Tensor | None = None  # (B, N) tokens of the newest committed frame
-    history: list = field(default_factory=list)  # not used by the model; engines may keep undo info
+
+    def clone(self) -> DynamicsState:
+        return DynamicsState(self.cache.clone(), self.last_tokens)
+
+    def repeat(self, n: int) -> DynamicsState:
+        """A batch-1 state repeated n times (e.g. every action from one state)."""
+        c = self.cache.clone()
+        c.keys = [None if k is None else k.repeat(n, 1, 1, 1) for k in c.keys]
+        c.values = [None if v is None else v.repeat(n, 1, 1, 1) for v in c.values]
+        last = None if self.last_tokens is None else self.last_tokens.repeat(n, 1)
+        return DynamicsState(c, last)
 
 
 class DynamicsModel(nn.Module, PretrainedMixin):
     config_class = DynamicsConfig
     model_type = "dynamics"
+    representation = "ids"  # the engine encodes frames with tokenizer.encode (code ids)
 
     def __init__(self, config: DynamicsConfig):
         super().__init__()
@@ -100,11 +114,40 @@ class DynamicsModel(nn.Module, PretrainedMixin):
         self.head = nn.Linear(c.width, c.vocab_size)
         self.copy_gate = nn.Linear(c.width, 1) if c.copy_prior else None
         self.prev_conv = neighbourhood_conv(c.width) if c.prev_frame_conv else None
+        # the corruption rate r of a context frame enters as r * this vector (0 at play)
+        self.corruption_emb = nn.Parameter(torch.zeros(c.width)) if c.context_corruption else None
         init_weights(self)
         nn.init.normal_(self.pos_emb, std=0.02)
         if self.copy_gate is not None:
             nn.init.zeros_(self.copy_gate.weight)
             nn.init.constant_(self.copy_gate.bias, c.copy_bias_init)
+
+    # ------------------------------------------------------------------ world interface
+
+    @staticmethod
+    def fixed_config(tokenizer, num_actions: int) -> dict:
+        """Config fields the world's frozen parts decide."""
+        return {
+            "vocab_size": tokenizer.num_codes,
+            "grid": list(tokenizer.grid),
+            "num_actions": num_actions,
+        }
+
+    def tokenizer_mismatch(self, tokenizer) -> str | None:
+        c = self.config
+        if c.vocab_size != tokenizer.num_codes:
+            return f"dynamics was trained on a {c.vocab_size}-code vocabulary but the tokenizer has {tokenizer.num_codes} codes"
+        if tuple(c.grid) != tuple(tokenizer.grid):
+            return f"dynamics expects {tuple(c.grid)} tokens per frame, tokenizer gives {tuple(tokenizer.grid)}"
+        return None
+
+    def sampling_defaults(self) -> dict:
+        """world.json "sampling" written on export (carry settings are the world's own)."""
+        return {"maskgit_steps": self.config.maskgit_steps, "temperature": self.config.temperature}
+
+    @staticmethod
+    def make_batch(batch: dict, tokenizer, lam=None) -> dict:
+        return make_dynamics_batch(batch, tokenizer, lam)
 
     # ------------------------------------------------------------------ shared pieces
 
@@ -153,6 +196,13 @@ class DynamicsModel(nn.Module, PretrainedMixin):
 
         clean, target = ids[:, :-1], ids[:, 1:]  # context frames 0..T-2, targets 1..T-1
         c = self.config
+        corrupt_rate = None
+        if c.context_corruption > 0 and self.training:
+            corrupt_rate = torch.rand(b, 1, 1, device=dev, generator=generator)
+            corrupt_rate = corrupt_rate * c.context_corruption  # (B, 1, 1) per clip
+            hit = torch.rand(clean.shape, device=dev, generator=generator) < corrupt_rate
+            noise = torch.randint(0, c.vocab_size, clean.shape, device=dev, generator=generator)
+            clean = torch.where(hit, noise, clean)
         rate = torch.empty(b, t - 1, 1, device=dev).uniform_(
             c.mask_rate_min, c.mask_rate_max, generator=generator
         )
@@ -161,13 +211,10 @@ class DynamicsModel(nn.Module, PretrainedMixin):
 
         # the previous frame of clean frame 0 does not exist: it repeats frame 0 (as at play start)
         prev_clean = torch.cat([clean[:, :1], clean[:, :-1]], dim=1)
-        x = torch.cat(
-            [
-                self.embed(clean, frame_actions[:, :-1], prev_clean),
-                self.embed(masked, frame_actions[:, 1:], clean),
-            ],
-            dim=1,
-        )
+        ctx = self.embed(clean, frame_actions[:, :-1], prev_clean)  # (B, T-1, 1+N, D)
+        if corrupt_rate is not None:
+            ctx = ctx + corrupt_rate[..., None] * self.corruption_emb
+        x = torch.cat([ctx, self.embed(masked, frame_actions[:, 1:], clean)], dim=1)
         n = t - 1
         positions = torch.cat([torch.arange(n), torch.arange(1, n + 1)]).to(dev)
         h = self.transformer(x, positions=positions, mask=self.two_stream_mask(n, dev))

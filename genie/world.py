@@ -22,19 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from genie.errors import UserError
+from genie.registry import SLOTS as PARTS
 
-PARTS = ("tokenizer", "lam", "dynamics")
 WORLD_JSON = "world.json"
 TOKENS_KEY = "tokenizer_encoder"  # fingerprint of the tokenizer weights that decide the code ids
 FORMAT = "genie-world"
-
-
-def _part_classes():
-    from genie.dynamics import DynamicsModel
-    from genie.lam import LatentActionModel
-    from genie.tokenizer import VideoTokenizer
-
-    return {"tokenizer": VideoTokenizer, "lam": LatentActionModel, "dynamics": DynamicsModel}
 
 
 def fingerprint(part_dir: str | Path, prefixes: tuple[str, ...] | None = None) -> str:
@@ -165,21 +157,17 @@ def load_part(world_dir: str | Path, part: str, device: str = "cpu"):
     part_dir = world_dir / part
     if not (part_dir / "config.json").is_file():
         raise UserError(f"{world_dir} has no trained {part} ({part_dir}/config.json missing)")
-    return _part_classes()[part].from_pretrained(part_dir, device=device)
+    from genie.registry import kind_of_folder
+
+    return kind_of_folder(part_dir, part).model_class.from_pretrained(part_dir, device=device)
 
 
 def check_compatible(tokenizer=None, lam=None, dynamics=None, meta: dict | None = None) -> None:
     """Raise UserError when parts don't fit together."""
     if tokenizer is not None and dynamics is not None:
-        dc, v = dynamics.config, tokenizer.num_codes
-        if dc.vocab_size != v:
-            raise UserError(
-                f"dynamics was trained on a {dc.vocab_size}-code vocabulary but the tokenizer has {v} codes"
-            )
-        if tuple(dc.grid) != tuple(tokenizer.grid):
-            raise UserError(
-                f"dynamics expects {tuple(dc.grid)} tokens per frame, tokenizer gives {tuple(tokenizer.grid)}"
-            )
+        problem = dynamics.tokenizer_mismatch(tokenizer)
+        if problem:
+            raise UserError(problem)
     if lam is not None and dynamics is not None and meta is not None:
         if (
             meta.get("actions", {}).get("source") == "lam"
@@ -247,13 +235,13 @@ def _export_part(world_dir: Path, part: str, model, info: dict[str, Any]) -> Pat
         cfg = model.config
         meta["context_frames"] = cfg.max_frames - 1
         old = meta.get("sampling", {})
-        carry = old.get("carry_unchanged", True)  # keep a user's choice
-        meta["sampling"] = {
-            "maskgit_steps": cfg.maskgit_steps,
-            "temperature": cfg.temperature,
-            "carry_unchanged": carry,  # skip-block decoding (genie.tokenizer.carry_unchanged)
-            "carry_margin": int(old.get("carry_margin", 0)),
-        }
+        meta["sampling"] = model.sampling_defaults()
+        meta["backend"] = model.model_type
+        if model.representation == "ids":  # skip-block decoding (genie.tokenizer.carry_unchanged)
+            meta["sampling"]["carry_unchanged"] = old.get(
+                "carry_unchanged", True
+            )  # a user's choice
+            meta["sampling"]["carry_margin"] = int(old.get("carry_margin", 0))
         source = info.get("action_source", "lam")
         labels = info.get("action_labels") or [f"action {i}" for i in range(cfg.num_actions)]
         old = meta.get("actions", {})

@@ -49,6 +49,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="dynamics only: condition on latent actions from the world's LAM (default) or on the "
         "dataset's recorded actions ('true', needs a dataset with actions)",
     )
+    p.add_argument(
+        "--backend",
+        choices=("maskgit", "diffusion"),
+        help="dynamics only: MaskGIT over code ids (default) or diffusion over continuous latents "
+        "(preset file <preset>/diffusion.json); taken from the checkpoint with --resume",
+    )
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     p.add_argument(
         "--seed", type=int, default=0, help="seed for weights, data order and masks (default 0)"

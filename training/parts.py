@@ -25,17 +25,10 @@ ACTION_SOURCES = ("lam", "true")
 
 
 def model_class(part: str) -> type:
-    if part == "tokenizer":
-        from genie.tokenizer import VideoTokenizer
+    """The model class of a registry kind (tokenizer, lam, dynamics, diffusion)."""
+    from genie.registry import kind
 
-        return VideoTokenizer
-    if part == "lam":
-        from genie.lam import LatentActionModel
-
-        return LatentActionModel
-    from genie.dynamics import DynamicsModel
-
-    return DynamicsModel
+    return kind(part).model_class
 
 
 def square_size(frame_size: Any) -> int | tuple:
@@ -48,7 +41,8 @@ def square_size(frame_size: Any) -> int | tuple:
 
 @dataclass
 class Part:
-    name: str  # "tokenizer" | "lam" | "dynamics"
+    name: str  # the world slot: "tokenizer" | "lam" | "dynamics"
+    kind: str = ""  # the registry kind (dynamics: "dynamics" = MaskGIT, or "diffusion")
     tokenizer: nn.Module | None = None  # frozen, dynamics only
     lam: nn.Module | None = None  # frozen, dynamics with latent actions only
     action_source: str | None = None  # dynamics: "lam" or "true"
@@ -62,7 +56,7 @@ class Part:
 
     @property
     def model_class(self) -> type:
-        return model_class(self.name)
+        return model_class(self.kind or self.name)
 
     def to(self, device) -> Part:
         for m in (self.tokenizer, self.lam):
@@ -75,18 +69,15 @@ class Part:
         parts fix (frame size, vocabulary, token grid, number of actions)."""
         model = dict(preset_model)
         if self.name == "dynamics":
-            for key, value in (
-                ("vocab_size", self.tokenizer.num_codes),
-                ("grid", list(self.tokenizer.grid)),
-                ("num_actions", self.num_actions(dataset)),
-            ):
+            fixed = self.model_class.fixed_config(self.tokenizer, self.num_actions(dataset))
+            for key, value in fixed.items():
                 if key in model and _norm(model[key]) != _norm(value):
                     self.notes.append(
                         f"dynamics {key} set to {value} (the preset says {model[key]})"
                     )
                 model[key] = value
         try:
-            config = config_from_dict(config_class(self.name), model)
+            config = config_from_dict(config_class(self.kind or self.name), model)
         except (TypeError, ValueError) as e:  # a preset whose fields don't fit together
             raise UserError(f"{self.name} settings are invalid: {e}") from None
         self.check_frame_size(config, dataset)
@@ -132,22 +123,21 @@ class Part:
             return {"frames": raw["frames"]}
         if self.name == "lam":
             return {"frames": raw["frames"], "actions": raw.get("actions")}
-        from genie.dynamics import make_dynamics_batch
-
         if self.action_source == "true" and (raw["actions"][:, :-1] < 0).any():
             raise UserError(
                 "the dataset has frames whose action is unknown (-1): train the dynamics on "
                 "latent actions (--action-source lam)"
             )
         if self.action_source == "true" and self.action_map is not None:
-            table = torch.tensor(self.action_map, dtype=torch.long)
+            table = torch.tensor(self.action_map, dtype=torch.long, device=raw["actions"].device)
             raw = {**raw, "actions": table[raw["actions"].long().clamp(min=0)]}
-        return make_dynamics_batch(raw, self.tokenizer, self.lam)
+        return self.model_class.make_batch(raw, self.tokenizer, self.lam)
 
     def frames_per_clip_step(self, batch: dict) -> tuple[int, int]:
         """(frames, tokens) a training batch holds: throughput units."""
         if self.name == "dynamics":
-            b, t, h, w = batch["tokens"].shape
+            b, t = batch["frames"].shape[:2]
+            h, w = self.tokenizer.grid
             return b * t, b * t * h * w
         b, t = batch["frames"].shape[:2]
         return b * t, 0
@@ -183,16 +173,18 @@ def _norm(value: Any) -> Any:
     return list(value) if isinstance(value, (tuple, list)) else value
 
 
-def make_part(name: str, world_dir, dataset, action_source: str | None) -> Part:
+def make_part(
+    name: str, world_dir, dataset, action_source: str | None, backend: str | None = None
+) -> Part:
     """Load what the part needs from the world folder. Dynamics: the tokenizer, plus the LAM
     unless action_source == "true". Default action source: "lam" (Genie's setting; works on
     any video); "true" uses the dataset's recorded actions and must be asked for."""
     if name not in ("tokenizer", "lam", "dynamics"):
         raise UserError(f"unknown part '{name}' (expected tokenizer, lam or dynamics)")
     if name != "dynamics":
-        if action_source is not None:
-            raise UserError("--action-source only applies to `genie train dynamics`")
-        return Part(name)
+        if action_source is not None or backend is not None:
+            raise UserError("--action-source and --backend only apply to `genie train dynamics`")
+        return Part(name, kind=name)
     source = action_source or "lam"
     if source not in ACTION_SOURCES:
         raise UserError(f"--action-source must be one of {', '.join(ACTION_SOURCES)}")
@@ -204,7 +196,16 @@ def make_part(name: str, world_dir, dataset, action_source: str | None) -> Part:
     tokenizer = _load_needed(world_dir, "tokenizer")
     lam = _load_needed(world_dir, "lam") if source == "lam" else None
     labels = list(dataset.action_labels) if source == "true" and dataset.action_labels else None
-    part = Part(name, tokenizer=tokenizer, lam=lam, action_source=source, action_labels=labels)
+    from genie.registry import dynamics_kind
+
+    part = Part(
+        name,
+        kind=dynamics_kind(backend).name,
+        tokenizer=tokenizer,
+        lam=lam,
+        action_source=source,
+        action_labels=labels,
+    )
     distinct = getattr(dataset, "distinct_actions", None) if source == "true" else None
     if distinct:
         part.action_labels = list(distinct["labels"])

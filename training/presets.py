@@ -18,7 +18,7 @@ from typing import Any
 from genie.errors import UserError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-PARTS = ("tokenizer", "lam", "dynamics")
+PARTS = ("tokenizer", "lam", "dynamics", "diffusion")  # registry kinds: <preset>/<kind>.json
 
 
 @dataclass
@@ -92,19 +92,9 @@ def resolve(name: str) -> Path:
 
 
 def config_class(part: str) -> type:
-    if part == "tokenizer":
-        from genie.tokenizer import TokenizerConfig
+    from genie.registry import kind
 
-        return TokenizerConfig
-    if part == "lam":
-        from genie.lam import LAMConfig
-
-        return LAMConfig
-    if part == "dynamics":
-        from genie.dynamics import DynamicsConfig
-
-        return DynamicsConfig
-    raise UserError(f"unknown part '{part}' (expected one of {', '.join(PARTS)})")
+    return kind(part).config_class
 
 
 def check_keys(section: str, given: dict, allowed: set[str], where: str) -> None:

@@ -59,6 +59,7 @@ class Settings:
     train: presets.TrainConfig
     seed: int
     action_source: str | None  # dynamics: "lam" | "true"; None: default
+    backend: str | None = None  # dynamics: "maskgit" | "diffusion"; None: default (maskgit)
     checkpoint: Path | None = None  # the checkpoint to resume
     saved: dict[str, Any] = dataclasses.field(default_factory=dict)  # its trainer.json
 
@@ -80,9 +81,17 @@ def resolve_settings(args) -> Settings:
             )
         if not args.preset:
             raise UserError(f"--preset is required (available: {', '.join(presets.available())})")
-        preset = presets.load(args.preset, args.part, overrides)
+        backend = getattr(args, "backend", None)
+        preset_part = args.part
+        if args.part == "dynamics":
+            from genie.registry import dynamics_kind
+
+            preset_part = dynamics_kind(backend).name
+        elif backend:
+            raise UserError("--backend only applies to `genie train dynamics`")
+        preset = presets.load(args.preset, preset_part, overrides)
         return Settings(
-            run_dir, preset.name, preset.model, preset.train, args.seed, args.action_source
+            run_dir, preset.name, preset.model, preset.train, args.seed, args.action_source, backend
         )
     if found is None:
         raise UserError(f"--resume: no checkpoint in {run_dir} (train without --resume first)")
@@ -100,6 +109,9 @@ def resolve_settings(args) -> Settings:
             )
     if args.action_source and args.action_source != saved.get("action_source"):
         raise UserError(f"{run_dir} was trained with --action-source {saved.get('action_source')}")
+    backend = getattr(args, "backend", None)
+    if backend and backend != (saved.get("backend") or "maskgit"):
+        raise UserError(f"{run_dir} was trained with --backend {saved.get('backend') or 'maskgit'}")
     train = presets.make_train_config(
         {**saved["train"], **{k: v for k, v in overrides.items() if v}}
     )
@@ -110,6 +122,7 @@ def resolve_settings(args) -> Settings:
         train,
         saved["seed"],
         saved.get("action_source"),
+        saved.get("backend"),
         found,
         saved,
     )
@@ -155,7 +168,9 @@ def train(args) -> int:
     if val_ds is None:
         say(f"note: {args.data} has no val split: validating on the train split")
         val_ds = train_ds
-    part = make_part(part_name, world, train_ds, settings.action_source).to(device)
+    part = make_part(part_name, world, train_ds, settings.action_source, settings.backend).to(
+        device
+    )
     trained_on = read_meta(world).get("dynamics_trained_on", {}) if world.is_dir() else {}
     if (part_name == "lam" and "lam" in trained_on) or (
         part_name == "tokenizer" and trained_on and not freeze
@@ -304,6 +319,7 @@ def train(args) -> int:
             "world": str(world),
             "data": str(args.data),
             "action_source": part.action_source,
+            "backend": settings.backend,
             "elapsed_s": elapsed,
             "init_from": saved.get(
                 "init_from", args.init_from and str(Path(args.init_from).resolve())
