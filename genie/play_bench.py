@@ -125,7 +125,8 @@ def bench_browser(world, presses: int, hold_s: float, steps: int | None) -> dict
 
     from genie import playground
 
-    demo = playground.build_demo(world, max_players=2, seed=0, steps=steps)
+    # no game clock: its frames would arrive between key presses and fake the round trips
+    demo = playground.build_demo(world, max_players=2, seed=0, steps=steps, clock=False)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -1,11 +1,13 @@
-"""`genie play`: play a world in the browser (Gradio 6). UI events only: per-player state is
-genie/sessions.py, and everything the model does goes through `WorldEngine`.
+"""`genie play`: play a world in the browser (Gradio 6), and its HTTP API.
 
-Holding a key streams frames: the key going down (a `play` event sent by
-assets/playground.js) is a generator that yields each frame of `Session.press` until the key
-goes up (a `pause` event, `Session.release`), so a held key costs two events instead of one
-request per frame. Frames travel inline as base64 <img> in a gr.HTML value, upscaled by CSS
-(DESIGN.md: fastest measured round trip).
+    demo = build_demo(World.from_folder("worlds/coinrun"))
+    url = launch(demo, port=7860)
+
+Three pieces: `layout` builds the page (components only), `Handlers` (genie/play_events.py)
+holds the event functions over the per-player `Sessions` (genie/sessions.py), and
+`build_demo` loads the world once and wires events to handlers. The HTML pieces and the key
+bindings are genie/play_html.py; keyboard, chords and the game clock run in the browser
+(genie/assets/playground.js). Everything the model does goes through `WorldEngine`.
 
 HTTP API (gradio_client): `/reset` (start image -> frame), `/step` (action -> frame),
 `/undo`, `/generate` (image + actions -> video). See docs/PLAY.md.
@@ -13,263 +15,61 @@ HTTP API (gradio_client): `/reset` (start image -> frame), `/step` (action -> fr
 
 import argparse
 import atexit
-import base64
 import html
-import io
-import json
 import os
-import secrets
 import shutil
 import tempfile
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from genie.errors import UserError
-from genie.sessions import MAX_PLAYERS, Session, Sessions
+from genie.sessions import MAX_PLAYERS, Sessions
 
 MAX_UPLOAD = "20mb"  # launch(max_file_size=...)
 QUEUE_SIZE = 64  # events waiting beyond this get Gradio's "queue is full" answer
-GENERATE_MAX_FRAMES = 256
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"]
-KEY_NAMES = {"ArrowLeft": "←", "ArrowRight": "→", "ArrowUp": "↑", "ArrowDown": "↓", " ": "Space"}
 
 
 def _asset(name: str) -> str:
     return resources.files("genie").joinpath("assets", name).read_text()
 
 
-def png_base64(frame: np.ndarray) -> str:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG", compress_level=1)
-    return base64.b64encode(buf.getvalue()).decode()
+# ---------------------------------------------------------------------------- layout
 
 
-# ---------------------------------------------------------------------------- HTML pieces
+@dataclass
+class Layout:
+    """The components events are wired to (`build_demo`); `api` holds the hidden inputs,
+    outputs and trigger buttons behind the HTTP API."""
+
+    demo: Any
+    screen: Any
+    status: Any
+    keys: Any
+    undo: Any
+    reset: Any
+    upload: Any
+    gallery: Any
+    fmt: Any
+    save: Any
+    clip_file: Any
+    whatif_btn: Any
+    whatif: Any
+    gen_inputs: list
+    gen_outputs: list
+    gen_btn: Any
+    api: dict
 
 
-def screen_html(sess: Session, frame: np.ndarray, size: int) -> str:
-    if sess.fps > 0:
-        speed = f" · {sess.fps:4.1f} frames/s"
-    elif sess.step_ms > 0:
-        speed = f" · step {sess.step_ms:.0f} ms"
-    else:
-        speed = ""
-    return (
-        f'<div class="genie-screen"><img alt="frame {sess.index}" data-frame="{sess.index}" '
-        f'data-reset="{sess.resets}" width="{size}" height="{size}" '
-        f'src="data:image/png;base64,{png_base64(frame)}"></div>'
-        f'<div class="genie-caption">frame {sess.index}{speed}</div>'
-    )
-
-
-def keys_html(actions) -> str:
-    keymap = {k if len(k) > 1 else k.lower(): a.id for a in actions for k in a.keys}
-    rows = "".join(
-        f'<tr><td><button data-action="{a.id}" title="hold to keep moving">{html.escape(a.label)}</button></td>'
-        f"<td>{''.join(f'<kbd>{html.escape(KEY_NAMES.get(k, k))}</kbd>' for k in a.keys)}</td></tr>"
-        for a in actions
-    )
-    return (
-        f"<div class=\"genie-keys\" data-keymap='{html.escape(json.dumps(keymap), quote=True)}'>"
-        f"<table>{rows}</table>"
-        '<div class="genie-fps"></div>'
-        "<small>Hold a key (or a button) to keep the world moving.</small></div>"
-    )
-
-
-def whatif_html(frames: np.ndarray, labels: list[str], size: int = 128) -> str:
-    items = "".join(
-        f'<figure><img width="{size}" height="{size}" alt="{html.escape(lab)}" '
-        f'src="data:image/png;base64,{png_base64(f)}"><figcaption>{html.escape(lab)}</figcaption></figure>'
-        for f, lab in zip(frames, labels, strict=True)
-    )
-    return f'<div class="genie-whatif">{items}</div>'
-
-
-# ---------------------------------------------------------------------------- the app
-
-
-def build_demo(
-    world,
-    max_players: int = MAX_PLAYERS,
-    seed: int | None = None,
-    display_size: int = 384,
-    **engine_kw,
-):
-    """The playground for a loaded `World` (or a world folder). Returns a gr.Blocks with
-    `.sessions` attached; launch it with `launch(demo, ...)`."""
+def layout(world, keys_html: str, display_size: int) -> Layout:
+    """The page for `world`: the Play tab (screen, key legend `keys_html`, start frames,
+    undo/reset, download, what-if), the Generate tab, and hidden API components."""
     import gradio as gr
 
-    from genie.engine import WorldEngine
-    from genie.generate import generate_clip, parse_actions
-    from genie.video import tile, write_video
-    from genie.world import World
+    from genie.play_events import GENERATE_MAX_FRAMES
 
-    if not isinstance(world, World):
-        world = World.from_folder(world)
-    sessions = Sessions(world, max_players=max_players, seed=seed, **engine_kw)
-    probe = WorldEngine(world)  # labels and keys only; never played
-    actions = probe.actions
-    labels = [a.label for a in actions]
-    examples = world.examples
-    tmp = Path(tempfile.mkdtemp(prefix="genie-play-"))  # clips before Gradio copies them
-    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-
-    def session(request: gr.Request) -> Session:
-        try:
-            return sessions.get(request.session_hash if request else None)
-        except UserError as e:
-            raise gr.Error(str(e)) from None
-
-    def show(sess: Session, frame: np.ndarray) -> str:
-        return screen_html(sess, frame, display_size)
-
-    # ---------------- keyboard / buttons: hold to stream
-
-    def press(evt: gr.EventData, request: gr.Request):
-        sess = session(request)
-        data = getattr(evt, "_data", None) or {}
-        try:
-            action = probe.action_id(data.get("action"))
-        except UserError:
-            action = None
-        shown = False
-        if action is not None:
-            for html_frame in sess.press(
-                action, int(data.get("seq", 0)), render=lambda f: show(sess, f)
-            ):
-                shown = True
-                yield html_frame
-        if not shown:
-            yield gr.skip()  # a generator that yields nothing would blank the screen
-
-    def release(evt: gr.EventData, request: gr.Request) -> None:
-        sess = sessions.peek(request.session_hash if request else None)
-        if sess is not None:
-            sess.release(int((getattr(evt, "_data", None) or {}).get("seq", 0)))
-
-    # ---------------- buttons and uploads
-
-    def on_load(request: gr.Request):
-        sess = session(request)
-        with sess.lock:
-            frame = sess.engine.frames[-1]
-        return show(sess, frame), "Hold a key (or a button) to play."
-
-    def start_from(prompt, what: str, request: gr.Request):
-        sess = session(request)
-        try:
-            frame = sess.reset(prompt)
-        except UserError as e:
-            gr.Warning(str(e))
-            return gr.skip(), f"⚠️ {what}: {e}"
-        return show(sess, frame), f"Started from {what}."
-
-    def on_upload(path, request: gr.Request):
-        if not path:
-            return gr.skip(), gr.skip()
-        return start_from(path, "your image", request)
-
-    def on_example(evt: gr.SelectData, request: gr.Request):
-        i = evt.index if isinstance(evt.index, int) else 0
-        return start_from(examples[i], f"example {examples[i].stem}", request)
-
-    def on_reset(request: gr.Request):
-        sess = session(request)
-        return start_from(
-            sess.start if sess.start is not None else sessions.default_start(),
-            "the start frame",
-            request,
-        )
-
-    def on_undo(request: gr.Request):
-        sess = session(request)
-        could = sess.engine.can_undo
-        frame = sess.undo()
-        return show(sess, frame), ("Rewound one frame." if could else "Nothing to undo.")
-
-    def on_whatif(request: gr.Request):
-        sess = session(request)
-        with sess.lock:
-            frames = sess.engine.what_if()
-        return whatif_html(frames, labels)
-
-    def on_download(fmt: str, request: gr.Request):
-        sess = session(request)
-        with sess.lock:
-            frames = np.stack(sess.engine.frames)
-        if sess.clip is not None:
-            sess.clip.unlink(missing_ok=True)
-        sess.clip = tmp / f"genie-{secrets.token_hex(4)}.{fmt}"
-        write_video(sess.clip, frames, fps=15, scale=4)
-        return str(sess.clip), f"Saved {len(frames)} frames as {fmt}."
-
-    def on_unload(request: gr.Request):
-        sessions.free(request.session_hash if request else None)
-
-    # ---------------- generate a clip (its own engine: the player's world is untouched)
-
-    def generate(image, example: str | None, actions_text: str, frames, samples, seed, fmt):
-        try:
-            if not (1 <= int(frames) <= GENERATE_MAX_FRAMES and 1 <= int(samples) <= 4):
-                raise UserError(f"frames must be 1..{GENERATE_MAX_FRAMES} and samples 1..4")
-            prompt = image or (
-                examples[[e.stem for e in examples].index(example)] if example else None
-            )
-            prompt = prompt if prompt is not None else sessions.default_start()
-            engine = WorldEngine(world, seed=int(seed or 0))
-            seq = parse_actions(actions_text, engine, int(frames), int(seed or 0))
-            clips = generate_clip(engine, prompt, seq, int(samples))
-        except (UserError, ValueError) as e:
-            raise gr.Error(str(e)) from None
-        video = tile(clips, gap=1) if len(clips) > 1 else clips[0]
-        for old in sorted(tmp.glob("clip-*"), key=lambda p: p.stat().st_mtime)[:-16]:
-            old.unlink(missing_ok=True)  # Gradio serves its own copies; keep a few recent ones
-        out = tmp / f"clip-{secrets.token_hex(4)}"
-        mp4 = write_video(out.with_suffix(".mp4"), video, fps=15, scale=4)
-        file = (
-            mp4 if fmt == "mp4" else write_video(out.with_suffix(f".{fmt}"), video, fps=15, scale=4)
-        )
-        names = ", ".join(labels[a] for a in seq[:12]) + (" …" if len(seq) > 12 else "")
-        return str(mp4), str(file), f"{len(seq)} frames × {len(clips)} sample(s): {names}"
-
-    # ---------------- HTTP API (named endpoints for gradio_client)
-
-    def api_reset(image, request: gr.Request):
-        sess = session(request)
-        try:
-            frame = sess.reset(image if image else sessions.default_start())
-        except UserError as e:
-            raise gr.Error(str(e)) from None
-        return frame, info(sess)
-
-    def api_step(action: str, request: gr.Request):
-        sess = session(request)
-        try:
-            a = probe.action_id(str(action).strip())
-        except UserError as e:
-            raise gr.Error(str(e)) from None
-        return sess.step(a), info(sess)
-
-    def api_undo(request: gr.Request):
-        sess = session(request)
-        return sess.undo(), info(sess)
-
-    def info(sess: Session) -> dict:
-        return {
-            "frame": sess.index,
-            "actions": labels,
-            "can_undo": sess.engine.can_undo,
-            "step_ms": round(sess.step_ms, 1),
-        }
-
-    # ---------------- layout
-
-    hidden = {"show_progress": "hidden", "api_visibility": "private"}
+    labels, examples = world.action_labels, world.examples
     # Gradio caches every frame the API returns and every clip: drop files older than 30 min
     with gr.Blocks(title=f"genie · {world.name}", delete_cache=(600, 1800)) as demo:
         gr.Markdown(
@@ -287,11 +87,11 @@ def build_demo(
                     status = gr.Markdown(elem_id="genie-status")
                 with gr.Column(scale=2, min_width=260):
                     keys = gr.HTML(
-                        keys_html(actions), elem_id="genie-keys", js_on_load=_asset("playground.js")
+                        keys_html, elem_id="genie-keys", js_on_load=_asset("playground.js")
                     )
                     with gr.Row():
-                        undo_btn = gr.Button("↶ Undo", size="sm")
-                        reset_btn = gr.Button("⟲ Reset", size="sm")
+                        undo = gr.Button("↶ Undo", size="sm", elem_id="genie-undo")
+                        reset = gr.Button("⟲ Reset", size="sm", elem_id="genie-reset")
                     upload = gr.UploadButton(
                         "Upload a start image",
                         file_types=IMAGE_TYPES,
@@ -311,7 +111,7 @@ def build_demo(
                     )
                     with gr.Accordion("Download the played clip", open=False):
                         fmt = gr.Radio(["mp4", "gif"], value="mp4", show_label=False)
-                        save_btn = gr.Button("Save clip", size="sm")
+                        save = gr.Button("Save clip", size="sm")
                         clip_file = gr.File(label="clip", interactive=False)
             with gr.Row():
                 whatif_btn = gr.Button(
@@ -350,54 +150,98 @@ def build_demo(
                     gen_status = gr.Markdown()
 
         with gr.Row(visible=False):  # components behind the HTTP API only
-            api_image = gr.File(label="image", type="filepath", file_types=IMAGE_TYPES)
-            api_action = gr.Textbox(label="action")
-            api_frame = gr.Image(label="frame", type="numpy", format="png")
-            api_info = gr.JSON(label="info")
-            api_reset_btn, api_step_btn, api_undo_btn = gr.Button(), gr.Button(), gr.Button()
+            api = {
+                "image": gr.File(label="image", type="filepath", file_types=IMAGE_TYPES),
+                "action": gr.Textbox(label="action"),
+                "frame": gr.Image(label="frame", type="numpy", format="png"),
+                "info": gr.JSON(label="info"),
+                "reset": gr.Button(),
+                "step": gr.Button(),
+                "undo": gr.Button(),
+            }
+    return Layout(
+        demo=demo,
+        screen=screen,
+        status=status,
+        keys=keys,
+        undo=undo,
+        reset=reset,
+        upload=upload,
+        gallery=gallery,
+        fmt=fmt,
+        save=save,
+        clip_file=clip_file,
+        whatif_btn=whatif_btn,
+        whatif=whatif,
+        gen_inputs=[
+            gen_image,
+            gen_example,
+            gen_actions,
+            gen_frames,
+            gen_samples,
+            gen_seed,
+            gen_fmt,
+        ],
+        gen_outputs=[gen_video, gen_file, gen_status],
+        gen_btn=gen_btn,
+        api=api,
+    )
 
-        per_frame = {"concurrency_limit": max_players, "concurrency_id": "play", **hidden}
-        keys.play(press, None, screen, trigger_mode="multiple", **per_frame)
-        keys.pause(release, None, None, trigger_mode="multiple", concurrency_limit=None, **hidden)
-        undo_btn.click(on_undo, None, [screen, status], **per_frame)
-        reset_btn.click(on_reset, None, [screen, status], **per_frame)
-        upload.upload(on_upload, upload, [screen, status], **per_frame)
-        gallery.select(on_example, None, [screen, status], **per_frame)
-        whatif_btn.click(on_whatif, None, whatif, **per_frame)
-        save_btn.click(on_download, fmt, [clip_file, status], **hidden)
-        gen_btn.click(
-            generate,
-            [gen_image, gen_example, gen_actions, gen_frames, gen_samples, gen_seed, gen_fmt],
-            [gen_video, gen_file, gen_status],
-            api_name="generate",
-            concurrency_limit=1,
-        )
-        api_reset_btn.click(
-            api_reset,
-            api_image,
-            [api_frame, api_info],
-            api_name="reset",
-            concurrency_limit=max_players,
-            concurrency_id="play",
-        )
-        api_step_btn.click(
-            api_step,
-            api_action,
-            [api_frame, api_info],
-            api_name="step",
-            concurrency_limit=max_players,
-            concurrency_id="play",
-        )
-        api_undo_btn.click(
-            api_undo,
-            None,
-            [api_frame, api_info],
-            api_name="undo",
-            concurrency_limit=max_players,
-            concurrency_id="play",
-        )
-        demo.load(on_load, None, [screen, status], **hidden)
-        demo.unload(on_unload)
+
+# ---------------------------------------------------------------------------- the app
+
+
+def build_demo(
+    world,
+    max_players: int = MAX_PLAYERS,
+    seed: int | None = None,
+    display_size: int = 384,
+    clock: bool = True,
+    **engine_kw,
+):
+    """The playground for a loaded `World` (or a world folder). `clock`: offer the game
+    clock (worlds with a "noop" action only; False: the world moves only while a key is
+    held). Returns a gr.Blocks with `.sessions` and `.world` attached; launch it with
+    `launch(demo, ...)`."""
+    from genie.play_events import Handlers
+    from genie.play_html import keys_html
+    from genie.world import World
+
+    if not isinstance(world, World):
+        world = World.from_folder(world)
+    sessions = Sessions(world, max_players=max_players, seed=seed, **engine_kw)
+    tmp = Path(tempfile.mkdtemp(prefix="genie-play-"))  # clips before Gradio copies them
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    h = Handlers(sessions, display_size, tmp, clock=clock)
+    ui = layout(world, keys_html(h.labels, h.keys, h.noop, h.clock), display_size)
+
+    hidden = {"show_progress": "hidden", "api_visibility": "private"}
+    # one player's events share `max_players` slots; streams (a held key, a running clock)
+    # get their own unbounded pool: each session streams at most once, and a long-lived
+    # stream must never hold up its own player's Undo or the next player's keys
+    per_frame = {"concurrency_limit": max_players, "concurrency_id": "play", **hidden}
+    stream = {"concurrency_limit": None, **hidden}
+    with ui.demo as demo:
+        ui.keys.play(h.press, None, ui.screen, trigger_mode="multiple", **stream)
+        ui.keys.pause(h.release, None, None, trigger_mode="multiple", **stream)
+        ui.undo.click(h.on_undo, None, [ui.screen, ui.status], **per_frame)
+        ui.reset.click(h.on_reset, None, [ui.screen, ui.status], **per_frame)
+        ui.upload.upload(h.on_upload, ui.upload, [ui.screen, ui.status], **per_frame)
+        ui.gallery.select(h.on_example, None, [ui.screen, ui.status], **per_frame)
+        ui.whatif_btn.click(h.on_whatif, None, ui.whatif, **per_frame)
+        ui.save.click(h.on_download, ui.fmt, [ui.clip_file, ui.status], **hidden)
+        api, out = ui.api, [ui.api["frame"], ui.api["info"]]
+        play = {"concurrency_limit": max_players, "concurrency_id": "play"}
+        endpoints = [  # name, trigger, function, inputs, outputs, concurrency
+            ("reset", api["reset"], h.api_reset, api["image"], out, play),
+            ("step", api["step"], h.api_step, api["action"], out, play),
+            ("undo", api["undo"], h.api_undo, None, out, play),
+            ("generate", ui.gen_btn, h.generate, ui.gen_inputs, ui.gen_outputs, {}),
+        ]
+        for name, trigger, fn, inputs, outputs, limits in endpoints:
+            trigger.click(fn, inputs, outputs, api_name=name, **limits)
+        demo.load(h.on_load, None, [ui.screen, ui.status], **hidden)
+        demo.unload(h.on_unload)
 
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     demo.sessions = sessions
@@ -455,6 +299,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--size", type=int, default=384, help="displayed frame size in pixels (default 384)"
     )
+    p.add_argument(
+        "--no-clock",
+        dest="clock",
+        action="store_false",
+        help="no game clock: the world moves only while a key is held, even when it has a "
+        "noop action (default: worlds with a noop keep running while no key is held)",
+    )
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -477,6 +328,7 @@ def make_demo(args: argparse.Namespace):
         max_players=args.max_players,
         seed=args.seed,
         display_size=args.size,
+        clock=args.clock,
         steps=args.steps,
         temperature=args.temperature,
     )

@@ -1,10 +1,14 @@
 """Per-player state of the playground, without any UI: one `WorldEngine` per browser session,
-what the player holds down, and the stream of frames that plays while a key is held.
+what the player holds down, the game clock, and the stream of frames that plays them.
 
     sess = Sessions(world).get(session_hash)
     for frame in sess.press(action, seq):    # a key went down: one frame, more while held
         send(frame)
     sess.release(seq)                        # the key went up (another thread): stream ends
+
+With the game clock running (`press(None, seq, clock=True)`, worlds with a "noop" action) the
+stream goes on while nothing is held, playing noop, as a game keeps running; a held key
+overrides it; `release(seq, clock=False)` stops it.
 
 `press` steps the world in a worker thread while its caller sends the previous frame, so model
 time overlaps transport; a one-slot queue keeps the worker at most one frame ahead.
@@ -25,23 +29,27 @@ from genie.errors import UserError
 MAX_PLAYERS = 8  # live sessions (one engine each); the oldest idle one is evicted first
 IDLE_EVICT_S = 120.0  # a session idle this long may be evicted to make room for a new player
 HOLD_DELAY_S = 0.1  # a key down this long counts as held (shorter: a tap, one frame)
-MAX_HOLD_S = 600.0  # a stream stops after this long (a lost keyup never runs forever)
+MAX_IDLE_S = 600.0  # a stream stops this long after the last key event (a lost keyup or a
+# forgotten running clock never plays forever); the browser stops its clock after as long
 _DONE = object()  # end of a stream of frames
 
 
 class Session:
     """One player's world: an engine, what is held, and the stream that plays it."""
 
-    def __init__(self, engine, start):
+    def __init__(self, engine, start, noop: int | None = None):
         self.engine = engine
         self.start = start  # prompt of the last reset (Reset goes back to it)
+        self.noop = noop  # the world's noop action: what the clock plays (None: no clock)
         self.lock = threading.Lock()  # the engine is not thread-safe
-        self.flags = threading.Lock()  # guards held / taps / streamer / seq / pressed_at
+        self.flags = threading.Lock()  # guards held / clock / taps / streamer / seq / times
         self.held: int | None = None  # action held down, or None
+        self.clock = False  # the game clock runs: noop plays while nothing is held
         self.taps: deque[int] = deque(maxlen=4)  # presses not yet played: each is >= 1 step
         self.streamer: object | None = None  # token of the `press` that is streaming
         self.seq = -1  # newest control event applied (older ones arrive late: ignored)
         self.pressed_at = 0.0  # when the held action was pressed (monotonic seconds)
+        self.touched = 0.0  # last key event (monotonic seconds): a stream idles out after it
         self.index = 0  # frames played since the last reset (the frame counter)
         self.resets = 0
         self.fps = 0.0  # steps per second while a key is held (moving average)
@@ -54,6 +62,12 @@ class Session:
     @property
     def busy(self) -> bool:
         return self.streamer is not None
+
+    @property
+    def last_action(self) -> int | None:
+        """The action that made the frame on screen (None at a start frame)."""
+        taken = self.engine.actions_taken
+        return taken[-1] if taken and self.index > 0 else None
 
     def step(self, action: int) -> np.ndarray:
         with self.lock:
@@ -72,6 +86,7 @@ class Session:
         return frame
 
     def reset(self, prompt) -> np.ndarray:
+        self.clock = False  # a new start waits for the player's first key
         with self.lock:
             frame = self.engine.reset(prompt)
         self.start, self.index, self.fps = prompt, 0, 0.0
@@ -79,6 +94,7 @@ class Session:
         return frame
 
     def undo(self) -> np.ndarray:
+        self.clock = False  # a running clock would at once play over the frame undone
         with self.lock:
             could = self.engine.can_undo
             frame = self.engine.undo()
@@ -87,17 +103,28 @@ class Session:
 
     # ------------------------------------------------------------ hold to play
 
-    def press(self, action: int, seq: int, render: Callable = lambda frame: frame) -> Iterator:
-        """A key for `action` went down (`seq`: the client's event counter). Plays it once, then
-        on while it stays held, yielding `render(frame)` per frame (render runs in the worker,
-        so e.g. PNG encoding overlaps too). Yields nothing when this session already streams:
-        that stream picks the new action up."""
+    def press(
+        self,
+        action: int | None,
+        seq: int,
+        render: Callable = lambda frame: frame,
+        clock: bool = False,
+    ) -> Iterator:
+        """A key for `action` went down (`seq`: the client's event counter; `clock`: whether
+        the game clock runs now; `action` None: only the clock started). Plays the action once,
+        then on while it stays held (or noop while the clock runs), yielding `render(frame)` per
+        frame (render runs in the worker, so e.g. PNG encoding overlaps too). Yields nothing
+        when this session already streams: that stream picks the new state up."""
         me = object()
         with self.flags:
-            self.taps.append(action)
+            now = time.monotonic()
+            if action is not None:
+                self.taps.append(action)
             if seq > self.seq:
-                self.seq, self.held, self.pressed_at = seq, action, time.monotonic()
-            if self.streamer is not None:
+                self.seq, self.held, self.pressed_at = seq, action, now
+                self.clock = clock and self.noop is not None
+            self.touched = now
+            if self.streamer is not None or (action is None and not self.clock):
                 return
             self.streamer = me
         frames: queue.Queue = queue.Queue(maxsize=1)
@@ -116,12 +143,15 @@ class Session:
                 if self.streamer is me:
                     self.streamer, self.held = None, None
 
-    def release(self, seq: int) -> None:
-        """The last key went up. Ignored if a newer press (higher `seq`) was applied already:
-        keyup and keydown travel as separate events and may be handled out of order."""
+    def release(self, seq: int, clock: bool = False) -> None:
+        """The last key went up (and the clock runs if `clock`). Ignored if a newer press
+        (higher `seq`) was applied already: keyup and keydown travel as separate events and
+        may be handled out of order."""
         with self.flags:
+            self.touched = time.monotonic()
             if seq > self.seq:
                 self.seq, self.held = seq, None
+                self.clock = clock and self.noop is not None
 
     def _play_while_held(
         self, frames: queue.Queue, stop: threading.Event, render: Callable
@@ -133,9 +163,8 @@ class Session:
                 except queue.Full:
                     pass
 
-        started = time.monotonic()
         try:
-            while not stop.is_set() and not self.closed and time.monotonic() - started < MAX_HOLD_S:
+            while not stop.is_set() and not self.closed:
                 action = self._next_action()
                 if action is None:
                     break
@@ -145,17 +174,23 @@ class Session:
         put(_DONE)
 
     def _next_action(self) -> int | None:
-        """The next action to play, or None (the stream ends) when nothing is pressed. Every
-        press plays once; holding plays on only once the key has been down HOLD_DELAY_S, so a
-        quick tap is exactly one frame however late its keyup arrives."""
+        """The next action to play, or None (the stream ends) when nothing is pressed and the
+        clock is stopped. Every press plays once; holding plays on only once the key has been
+        down HOLD_DELAY_S, so a quick tap is exactly one frame however late its keyup arrives;
+        with nothing held the running clock plays noop."""
         while True:
             with self.flags:
+                now = time.monotonic()
                 if self.taps:
                     return self.taps.popleft()
-                if self.held is None or self.closed:
-                    self.streamer = None
+                idle = now - self.touched > MAX_IDLE_S
+                if self.closed or idle or (self.held is None and not self.clock):
+                    self.streamer, self.held = None, None
+                    self.clock = self.clock and not idle
                     return None
-                wait = HOLD_DELAY_S - (time.monotonic() - self.pressed_at)
+                if self.held is None:
+                    return self.noop
+                wait = HOLD_DELAY_S - (now - self.pressed_at)
                 if wait <= 0:
                     return self.held
             time.sleep(min(wait, 0.01))
@@ -164,7 +199,7 @@ class Session:
 
     def close(self) -> None:
         self.closed = True
-        self.held = None
+        self.held, self.clock = None, False
         if self.clip is not None:
             self.clip.unlink(missing_ok=True)
 
@@ -186,6 +221,7 @@ class Sessions:
         self.idle_evict_s = idle_evict_s
         self.seed = seed
         self.engine_kw = {"max_undo": 32, "max_frames_kept": 1800, **engine_kw}
+        self.noop = noop_action(world.action_labels)
         self._lock = threading.Lock()
         self._by_id: OrderedDict[str, Session] = OrderedDict()
 
@@ -223,7 +259,8 @@ class Sessions:
                     )
                 self._by_id.pop(idle[0]).close()
             seed = self.seed if self.seed is not None else secrets.randbelow(2**31)
-            sess = Session(WorldEngine(self.world, seed=seed, **self.engine_kw), None)
+            engine = WorldEngine(self.world, seed=seed, **self.engine_kw)
+            sess = Session(engine, None, self.noop)
             self._by_id[sid] = sess
         sess.reset(self.default_start())
         return sess
@@ -238,8 +275,8 @@ class Sessions:
         if sess is not None:
             sess.close()
 
-    def close_all(self) -> None:
-        with self._lock:
-            sessions, self._by_id = list(self._by_id.values()), OrderedDict()
-        for s in sessions:
-            s.close()
+
+def noop_action(labels: list[str]) -> int | None:
+    """The id of the action labelled "noop" (any case): what the game clock plays."""
+    low = [lab.strip().lower() for lab in labels]
+    return low.index("noop") if "noop" in low else None

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worlds import make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
+from worlds import make_distinct_world, make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -174,6 +174,55 @@ def test_a_tap_is_one_frame_and_a_held_key_streams(world):
     assert not stream.is_alive() and s.streamer is None
     taken = s.engine.actions_taken[-len(frames) :]
     assert taken[0] == 0 and taken[-1] == 3 and s.index == 2 + len(held) + len(frames)
+
+
+def test_the_game_clock_plays_noop_until_a_key_overrides_it_or_it_stops(tmp_path):
+    import threading
+
+    from genie.data.record import COINRUN_DISTINCT
+    from genie.sessions import Sessions
+    from genie.world import World
+
+    noop, right = COINRUN_DISTINCT.index("noop"), COINRUN_DISTINCT.index("right")
+    s = Sessions(World.from_folder(make_distinct_world(tmp_path / "w")), seed=0).get("p")
+    frames = []
+    stream = threading.Thread(target=lambda: frames.extend(s.press(None, 1, clock=True)))
+    stream.start()  # the clock alone starts a stream: nothing held plays noop
+    time.sleep(0.4)
+    assert len(frames) >= 3 and set(s.engine.actions_taken) == {noop}
+    assert list(s.press(right, 2, clock=True)) == []  # the running stream picks the key up
+    time.sleep(0.4)
+    s.release(3, clock=True)  # key up, clock still running: noop again
+    time.sleep(0.3)
+    s.release(4, clock=False)  # clock paused: the stream ends
+    stream.join(timeout=5)
+    assert not stream.is_alive() and s.streamer is None
+    taken = s.engine.actions_taken
+    assert right in taken and taken[-1] == noop and s.index == len(frames)
+    assert taken.index(right) > 0 and noop in taken[taken.index(right) :]
+
+    s.clock = True
+    s.undo()  # undo (and reset) stop a running clock
+    assert not s.clock
+
+
+def test_keys_and_clock_follow_the_world_labels(tmp_path):
+    from genie.play_html import bindings, key_label, keys_html
+    from genie.sessions import noop_action
+    from genie.world import default_keys
+
+    labels = ["noop", "left", "right", "jump", "jump-left", "jump-right"]
+    keys = default_keys(labels)
+    assert (["ArrowUp", "ArrowRight"], 5) in bindings(keys) and ([" "], 3) in bindings(keys)
+    assert key_label("ArrowUp+ArrowRight") == "↑+→" and key_label("w+d") == "W+D"
+    page = keys_html(labels, keys, noop_action(labels), clock=True)
+    assert "genie-clock" in page and "↑+→" in page and "data-pause-key='p'" in page
+    # a latent-action world: number keys, no noop, no clock
+    lam = [f"action {i}" for i in range(4)]
+    assert noop_action(lam) is None and noop_action(["NOOP", "FIRE"]) == 0
+    page = keys_html(lam, default_keys(lam), None, clock=False)
+    assert "genie-clock" not in page and "data-noop=''" in page
+    assert [ks for ks, _ in bindings(default_keys(lam))] == [["1"], ["2"], ["3"], ["4"]]
 
 
 def test_play_command_fails_cleanly_without_a_world(tmp_path, capsys):

@@ -1,5 +1,6 @@
-"""The playground in headless Chromium: keys move the world, a held key streams frames, and
-each browser session plays its own world."""
+"""The playground in headless Chromium: keys move the world, a held key streams frames, each
+browser session plays its own world, chords play combined actions, and the game clock runs
+the world with no key held until paused."""
 
 import os
 import socket
@@ -9,7 +10,7 @@ import pytest
 
 from genie.play_bench import CHROMIUM, FRAME  # noqa: E402
 from genie.play_bench import CHROMIUM_ARGS as ARGS  # noqa: E402
-from worlds import make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
+from worlds import make_distinct_world, make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
 
 pytestmark = [
     pytest.mark.browser,
@@ -21,16 +22,28 @@ pytestmark = [
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def serve(world, **kw):
     from genie import playground
 
-    world = make_tiny_world(tmp_path_factory.mktemp("world") / "tiny")
-    demo = playground.build_demo(world, max_players=4)
+    demo = playground.build_demo(world, max_players=4, **kw)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    url = playground.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    return demo, playground.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    # no game clock: these tests count the frames that keys make
+    demo, url = serve(make_tiny_world(tmp_path_factory.mktemp("world") / "tiny"), clock=False)
+    yield demo, url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def distinct_app(tmp_path_factory):
+    """CoinRun's distinct actions: chord keys, and a noop, so the game clock runs."""
+    demo, url = serve(make_distinct_world(tmp_path_factory.mktemp("world") / "distinct"))
     yield demo, url
     demo.close()
 
@@ -59,6 +72,21 @@ def frame_index(page) -> int:
 
 def frame_src(page) -> str:
     return page.eval_on_selector(FRAME, "e => e.src")
+
+
+def last_action(page) -> str:
+    return page.eval_on_selector(FRAME, "e => e.dataset.action")
+
+
+def wait_action(page, label: str, timeout=10_000):
+    """Wait until the frame on screen was made by the action `label`."""
+    page.wait_for_function(
+        f"() => document.querySelector('{FRAME}').dataset.action === '{label}'", timeout=timeout
+    )
+
+
+def clock_state(page) -> str:
+    return page.eval_on_selector(".genie-clock", "e => e.dataset.clock")
 
 
 def wait_frame(page, at_least: int, timeout=10_000):
@@ -124,7 +152,7 @@ def test_buttons_and_a_bad_upload(app, browser, tmp_path):
             "() => document.querySelector('#genie-status').innerText.includes('not an image')"
         )
         assert frame_src(page) == before  # the world is untouched and still plays
-        page.keyboard.press("x")
+        page.keyboard.press("s")
         wait_frame(page, 2)
     finally:
         context.close()
@@ -170,3 +198,56 @@ def test_bench_play_measures_the_browser(app):
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["browser_press_p50_ms"] > 0 and result["browser_held_fps"] > 2
+
+
+def test_keys_held_together_play_the_combined_action(distinct_app, browser):
+    _, url = distinct_app
+    context, page = open_world(browser, url)
+    try:
+        legend = page.inner_text("#genie-keys")
+        assert "↑+→" in legend and "jump-right" in legend and "no key" in legend
+        page.keyboard.down("ArrowUp")
+        page.keyboard.down("ArrowRight")
+        wait_action(page, "jump-right")
+        page.keyboard.up("ArrowRight")  # ↑ is still held: back to jump
+        wait_action(page, "jump")
+        page.keyboard.up("ArrowUp")
+        wait_action(page, "noop")  # the clock started with the first key: no key = noop
+        button = page.locator("#genie-keys button[data-action='1']")  # left, held by the mouse
+        button.hover()
+        page.mouse.down()
+        wait_action(page, "left")
+        page.mouse.up()
+        wait_action(page, "noop")
+    finally:
+        context.close()
+
+
+def test_the_game_clock_runs_with_no_key_held_and_stops_when_paused(distinct_app, browser):
+    _, url = distinct_app
+    context, page = open_world(browser, url)
+    try:
+        assert clock_state(page) == "ready"
+        time.sleep(0.5)
+        assert frame_index(page) == 0  # the world waits for the player's first key
+        page.keyboard.press("p")
+        wait_frame(page, 3)  # frames advance with no key held
+        assert clock_state(page) == "running" and last_action(page) == "noop"
+
+        page.keyboard.press("p")
+        n = settle(page)
+        assert clock_state(page) == "paused"
+        page.keyboard.press("ArrowRight")  # paused: a tap steps exactly one frame
+        wait_frame(page, n + 1)
+        assert settle(page) == n + 1 and last_action(page) == "right"
+
+        page.click("[data-clock-toggle]")  # the button resumes it
+        wait_frame(page, n + 4)
+        assert clock_state(page) == "running"
+        page.click("text=↶ Undo")  # undo stops a running clock until the next key
+        n = settle(page)
+        assert clock_state(page) == "ready"
+        time.sleep(0.3)
+        assert frame_index(page) == n
+    finally:
+        context.close()

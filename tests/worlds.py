@@ -142,3 +142,14 @@ def example_images(size: int, seed: int = 0, n: int = 2) -> list[np.ndarray]:
         img[y : y + size // 4, x : x + size // 4] = (255, 230, 40)
         out.append(np.clip(img, 0, 255).astype(np.uint8))
     return out
+
+
+def make_distinct_world(path: str | Path, seed: int = 0) -> Path:
+    """A random-init world labelled with CoinRun's six distinct true actions (noop, left,
+    right, jump, jump-left, jump-right), as `--action-source true` labels it: its keys are
+    chords (↑ + → = jump-right) and noop has no key (`genie.world.default_keys`)."""
+    from genie.data.record import COINRUN_DISTINCT
+
+    path = make_tiny_world(path, num_actions=len(COINRUN_DISTINCT), seed=seed)
+    set_action_labels(path, COINRUN_DISTINCT)
+    return path

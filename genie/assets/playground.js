@@ -1,92 +1,171 @@
 // Keyboard and on-screen controls of the playground; runs as gr.HTML(js_on_load=...) with
 // `element` (this component) and `trigger` (fires its Python event listeners).
 //
-// A key (or button) going down sends `play` {action, seq}; the last one going up sends
-// `pause` {seq}. The server streams frames while an action is held, so holding a key costs
-// two events, not one request per frame. `seq` lets the server ignore events that arrive
-// out of order. Auto-repeat keydowns are ignored.
-const box = element.querySelector("[data-keymap]");
-const keymap = JSON.parse(box.dataset.keymap); // KeyboardEvent.key -> action id
-const held = []; // keys / buttons currently down, most recent last
-let current = null; // action the server was last told to play
+// The page decides what plays and tells the server whenever that changes:
+//   play  {action, seq, clock}: `action` (an id, or null) is held and/or the game clock runs
+//   pause {seq}: nothing plays (no key held, clock stopped)
+// The server streams frames while something plays, so a held key costs two events and a
+// running clock one, not one request per frame. `seq` lets the server ignore events that
+// arrive out of order. Auto-repeat keydowns are ignored.
+//
+// Chords: a world's key entry may name keys held together ("ArrowUp+ArrowRight"). The action
+// played is the one whose entry is fully held and has the most keys (a tie goes to the entry
+// with the most recently pressed key): ↑ + → plays jump-right, and releasing → falls back to
+// ↑ (jump).
+//
+// Game clock (worlds with a noop action): "ready" until the first key, then "running": with
+// no key held the world plays noop, as a game keeps running. The pause key or button toggles
+// "paused" (keys still step the world, one frame per tap). Undo, Reset, a new start frame,
+// leaving the tab and a long idle stop a running clock until the next key ("ready").
+const box = element.querySelector("[data-bindings]");
+const bindings = JSON.parse(box.dataset.bindings); // [[keys held together], action id]
+const keys = new Set(bindings.flatMap(([ks]) => ks));
+const noop = box.dataset.noop === "" ? null : Number(box.dataset.noop);
+const pauseKey = box.dataset.pauseKey || null;
+const idleMs = (Number(box.dataset.idleS) - 5) * 1000; // just before the server's own limit
+const buttons = element.querySelectorAll("[data-action]");
+buttons.forEach((b) => bindings.push([["button:" + b.dataset.action], Number(b.dataset.action)]));
+const held = []; // keys and buttons down, oldest first ("ArrowUp", "button:3")
+let clock = noop === null ? "off" : "ready";
+let sent = { action: null, clock: false }; // what the server was last told
 let seq = 0;
+let lastInput = performance.now();
 
 const norm = (k) => (k.length === 1 ? k.toLowerCase() : k);
 const typing = (e) => {
   const t = e.target;
   return t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName));
 };
-const mark = () => {
-  element.querySelectorAll("[data-action]").forEach((b) => {
-    b.classList.toggle("held", current !== null && Number(b.dataset.action) === current);
-  });
-};
-const sync = () => {
-  const next = held.length ? held[held.length - 1][1] : null;
-  if (next === current) return;
-  current = next;
-  mark();
-  seq += 1;
-  if (next === null) trigger("pause", { seq });
-  else trigger("play", { action: next, seq });
-};
-const down = (id, action) => {
-  if (held.some(([k]) => k === id)) return;
-  held.push([id, action]);
-  if (held[held.length - 1][1] === current) {
-    // same action again (a second key for it, or a quick re-press): still one more step
-    seq += 1;
-    trigger("play", { action, seq });
-    return;
+
+// the action of the fully held entry with the most keys, or null
+const choose = () => {
+  let best = null;
+  let size = 0;
+  let newest = -1;
+  for (const [ks, action] of bindings) {
+    const at = ks.map((k) => held.indexOf(k));
+    if (at.some((i) => i < 0)) continue;
+    const last = Math.max(...at);
+    if (ks.length > size || (ks.length === size && last > newest)) {
+      [best, size, newest] = [action, ks.length, last];
+    }
   }
-  sync();
+  return best;
+};
+
+const clockBox = element.querySelector(".genie-clock");
+const noopName = noop === null ? "" : element.querySelector(`[data-action="${noop}"]`).textContent;
+const clockText = {
+  ready: "waiting for your first key",
+  running: `running: no key held plays ${noopName}`,
+  paused: `paused: keys step the world${pauseKey ? `; ${pauseKey.toUpperCase()} resumes` : ""}`,
+};
+const mark = () => {
+  const now = sent.action !== null ? sent.action : sent.clock ? noop : null;
+  buttons.forEach((b) => b.classList.toggle("held", now !== null && Number(b.dataset.action) === now));
+  if (!clockBox) return;
+  clockBox.dataset.clock = clock;
+  clockBox.querySelector(".genie-clock-verb").textContent = clock === "running" ? "⏸ Pause" : "▶ Run";
+  clockBox.querySelector(".genie-clock-state").textContent = clockText[clock];
+};
+
+// tell the server what plays now; `pressed`: a key went down (every press plays a frame)
+const sync = (pressed = false) => {
+  const action = choose();
+  const running = clock === "running";
+  const again = pressed && action !== null;
+  if (!again && action === sent.action && running === sent.clock) return mark();
+  sent = { action, clock: running };
+  seq += 1;
+  if (action !== null || running) trigger("play", { action, seq, clock: running });
+  else trigger("pause", { seq, clock: false });
+  mark();
+};
+const down = (id) => {
+  if (held.includes(id)) return;
+  held.push(id);
+  lastInput = performance.now();
+  if (clock === "ready") clock = "running"; // the first key starts the game
+  sync(true);
 };
 const up = (id) => {
-  const i = held.findIndex(([k]) => k === id);
+  const i = held.indexOf(id);
   if (i < 0) return;
   held.splice(i, 1);
+  lastInput = performance.now();
+  sync();
+};
+const halt = () => {
+  if (clock === "running") clock = "ready";
+  sync();
+};
+const toggle = () => {
+  if (clock === "off") return;
+  clock = clock === "running" ? "paused" : "running";
+  lastInput = performance.now();
   sync();
 };
 const releaseAll = () => {
   held.length = 0;
-  sync();
+  halt();
 };
 
 document.addEventListener("keydown", (e) => {
   if (typing(e) || e.ctrlKey || e.metaKey || e.altKey) return;
   const k = norm(e.key);
-  if (!(k in keymap)) return;
+  if (k === pauseKey && clock !== "off") {
+    e.preventDefault();
+    if (!e.repeat) toggle();
+    return;
+  }
+  if (!keys.has(k)) return;
   e.preventDefault(); // arrows and space would scroll the page
-  if (!e.repeat) down("key:" + k, keymap[k]);
+  if (!e.repeat) down(k);
 });
-document.addEventListener("keyup", (e) => up("key:" + norm(e.key)));
+document.addEventListener("keyup", (e) => up(norm(e.key)));
 window.addEventListener("blur", releaseAll);
 document.addEventListener("visibilitychange", () => document.hidden && releaseAll());
+// Undo and Reset stop a running clock (the server stops it too): capture runs before Gradio's
+document.addEventListener(
+  "click",
+  (e) => e.target.closest && e.target.closest("#genie-undo, #genie-reset") && halt(),
+  true,
+);
+element.querySelector("[data-clock-toggle]")?.addEventListener("click", toggle);
+setInterval(() => {
+  if (clock === "running" && !held.length && performance.now() - lastInput > idleMs) halt();
+}, 1000);
 
-element.querySelectorAll("[data-action]").forEach((b) => {
+buttons.forEach((b) => {
   const id = "button:" + b.dataset.action;
   b.addEventListener("pointerdown", (e) => {
     e.preventDefault();
     b.setPointerCapture?.(e.pointerId);
-    down(id, Number(b.dataset.action));
+    down(id);
   });
   ["pointerup", "pointercancel", "lostpointercapture"].forEach((t) => b.addEventListener(t, () => up(id)));
 });
+mark();
 
-// Frames per second as the browser shows them: count new frames on the screen.
+// Watch the screen: count new frames (frames/s as the browser shows them), and stop a
+// running clock when a new start frame arrives (a gallery click or an upload).
 const fpsText = element.querySelector(".genie-fps");
 const shown = [];
 const observe = () => {
   const screen = document.getElementById("genie-screen");
   if (!screen) return setTimeout(observe, 200);
   let last = null;
+  let resets = null;
   new MutationObserver(() => {
     const img = screen.querySelector("img[data-frame]");
-    const id = img && img.dataset.frame + ":" + img.dataset.reset;
-    if (id && id !== last) {
+    if (!img) return;
+    const id = img.dataset.frame + ":" + img.dataset.reset;
+    if (id !== last) {
       last = id;
       shown.push(performance.now());
     }
+    if (resets !== null && img.dataset.reset !== resets) halt();
+    resets = img.dataset.reset;
   }).observe(screen, { subtree: true, childList: true, attributes: true });
 };
 observe();

@@ -1,0 +1,209 @@
+"""The playground's event handlers: one small class over the per-player `Sessions`. Each
+method is a Gradio event function (genie/playground.py wires them); none holds model code.
+
+Keys stream frames: `press` (a `play` event from assets/playground.js: what is held and
+whether the game clock runs) is a generator yielding every frame of `Session.press` until
+nothing plays; `release` (a `pause` event) ends it. A held key thus costs two events, and a
+running clock one, instead of one request per frame.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import gradio as gr  # imported by build_demo only: `genie` commands stay fast to start
+import numpy as np
+
+from genie.errors import UserError
+from genie.play_html import screen_html, whatif_html
+from genie.sessions import Session, Sessions
+
+GENERATE_MAX_FRAMES = 256
+
+
+def _event_data(evt) -> dict:
+    """The payload a `trigger(name, data)` in playground.js sent with its event (Gradio keeps
+    it on EventData as `_data`)."""
+    return getattr(evt, "_data", None) or {}
+
+
+class Handlers:
+    """Event functions of one playground: per-player worlds from `sessions`, frames drawn at
+    `display_size` pixels, clips written under `tmp`."""
+
+    def __init__(self, sessions: Sessions, display_size: int, tmp: Path, clock: bool = True):
+        self.sessions = sessions
+        self.world = sessions.world
+        self.labels = self.world.action_labels
+        self.keys = self.world.action_keys
+        self.examples = self.world.examples
+        self.noop = sessions.noop
+        self.clock = clock and self.noop is not None  # the game clock is offered to players
+        self.display_size = display_size
+        self.tmp = tmp
+
+    # ------------------------------------------------------------ helpers
+
+    def session(self, request: gr.Request | None) -> Session:
+        try:
+            return self.sessions.get(request.session_hash if request else None)
+        except UserError as e:
+            raise gr.Error(str(e)) from None
+
+    def show(self, sess: Session, frame: np.ndarray) -> str:
+        return screen_html(sess, frame, self.display_size, self.labels)
+
+    def info(self, sess: Session) -> dict:
+        return {
+            "frame": sess.index,
+            "actions": self.labels,
+            "can_undo": sess.engine.can_undo,
+            "step_ms": round(sess.step_ms, 1),
+        }
+
+    def _action(self, value) -> int | None:
+        """An action id sent by the page, or None (nothing held, or not an action)."""
+        try:
+            a = int(value)
+        except (TypeError, ValueError):
+            return None
+        return a if 0 <= a < len(self.labels) else None
+
+    # ------------------------------------------------------------ keys, buttons, clock
+
+    def press(self, evt: gr.EventData, request: gr.Request):
+        sess = self.session(request)
+        data = _event_data(evt)
+        clock = self.clock and bool(data.get("clock"))
+        shown = False
+        for html_frame in sess.press(
+            self._action(data.get("action")),
+            int(data.get("seq", 0)),
+            render=lambda f: self.show(sess, f),
+            clock=clock,
+        ):
+            shown = True
+            yield html_frame
+        if not shown:
+            yield gr.skip()  # a generator that yields nothing would blank the screen
+
+    def release(self, evt: gr.EventData, request: gr.Request) -> None:
+        sess = self.sessions.peek(request.session_hash if request else None)
+        if sess is not None:
+            data = _event_data(evt)
+            sess.release(int(data.get("seq", 0)), clock=self.clock and bool(data.get("clock")))
+
+    # ------------------------------------------------------------ buttons and uploads
+
+    def on_load(self, request: gr.Request):
+        sess = self.session(request)
+        with sess.lock:
+            frame = sess.engine.frames[-1]
+        return self.show(sess, frame), self.greeting()
+
+    def greeting(self) -> str:
+        if self.clock:
+            return "Press a key to start: the world runs on its own while you hold nothing."
+        return "Hold a key (or a button) to play."
+
+    def start_from(self, prompt, what: str, request: gr.Request):
+        sess = self.session(request)
+        try:
+            frame = sess.reset(prompt)
+        except UserError as e:
+            gr.Warning(str(e))
+            return gr.skip(), f"⚠️ {what}: {e}"
+        return self.show(sess, frame), f"Started from {what}."
+
+    def on_upload(self, path, request: gr.Request):
+        if not path:
+            return gr.skip(), gr.skip()
+        return self.start_from(path, "your image", request)
+
+    def on_example(self, evt: gr.SelectData, request: gr.Request):
+        i = evt.index if isinstance(evt.index, int) else 0
+        return self.start_from(self.examples[i], f"example {self.examples[i].stem}", request)
+
+    def on_reset(self, request: gr.Request):
+        sess = self.session(request)
+        start = sess.start if sess.start is not None else self.sessions.default_start()
+        return self.start_from(start, "the start frame", request)
+
+    def on_undo(self, request: gr.Request):
+        sess = self.session(request)
+        could = sess.engine.can_undo
+        frame = sess.undo()
+        return self.show(sess, frame), ("Rewound one frame." if could else "Nothing to undo.")
+
+    def on_whatif(self, request: gr.Request):
+        sess = self.session(request)
+        with sess.lock:
+            frames = sess.engine.what_if()
+        return whatif_html(frames, self.labels)
+
+    def on_download(self, fmt: str, request: gr.Request):
+        from genie.video import write_video
+
+        sess = self.session(request)
+        with sess.lock:
+            frames = np.stack(sess.engine.frames)
+        if sess.clip is not None:
+            sess.clip.unlink(missing_ok=True)
+        sess.clip = self.tmp / f"genie-{secrets.token_hex(4)}.{fmt}"
+        write_video(sess.clip, frames, fps=15, scale=4)
+        return str(sess.clip), f"Saved {len(frames)} frames as {fmt}."
+
+    def on_unload(self, request: gr.Request):
+        self.sessions.free(request.session_hash if request else None)
+
+    # ------------------------------------------------------------ generate a clip
+
+    def generate(self, image, example, actions_text: str, frames, samples, seed, fmt):
+        """Image + actions -> (mp4, file in `fmt`, message), on its own engine: the player's
+        world is untouched."""
+        from genie.engine import WorldEngine
+        from genie.generate import generate_clip, parse_actions
+        from genie.video import tile, write_video
+
+        try:
+            if not (1 <= int(frames) <= GENERATE_MAX_FRAMES and 1 <= int(samples) <= 4):
+                raise UserError(f"frames must be 1..{GENERATE_MAX_FRAMES} and samples 1..4")
+            stems = [e.stem for e in self.examples]
+            prompt = image or (self.examples[stems.index(example)] if example else None)
+            prompt = prompt if prompt is not None else self.sessions.default_start()
+            engine = WorldEngine(self.world, seed=int(seed or 0))
+            seq = parse_actions(actions_text, engine, int(frames), int(seed or 0))
+            clips = generate_clip(engine, prompt, seq, int(samples))
+        except (UserError, ValueError) as e:
+            raise gr.Error(str(e)) from None
+        video = tile(clips, gap=1) if len(clips) > 1 else clips[0]
+        for old in sorted(self.tmp.glob("clip-*"), key=lambda p: p.stat().st_mtime)[:-16]:
+            old.unlink(missing_ok=True)  # Gradio serves its own copies; keep a few recent ones
+        out = self.tmp / f"clip-{secrets.token_hex(4)}"
+        mp4 = write_video(out.with_suffix(".mp4"), video, fps=15, scale=4)
+        file = mp4 if fmt == "mp4" else write_video(out.with_suffix(f".{fmt}"), video, 15, 4)
+        names = ", ".join(self.labels[a] for a in seq[:12]) + (" …" if len(seq) > 12 else "")
+        return str(mp4), str(file), f"{len(seq)} frames × {len(clips)} sample(s): {names}"
+
+    # ------------------------------------------------------------ HTTP API
+
+    def api_reset(self, image, request: gr.Request):
+        sess = self.session(request)
+        try:
+            frame = sess.reset(image if image else self.sessions.default_start())
+        except UserError as e:
+            raise gr.Error(str(e)) from None
+        return frame, self.info(sess)
+
+    def api_step(self, action: str, request: gr.Request):
+        sess = self.session(request)
+        try:
+            a = sess.engine.action_id(str(action).strip())
+        except UserError as e:
+            raise gr.Error(str(e)) from None
+        return sess.step(a), self.info(sess)
+
+    def api_undo(self, request: gr.Request):
+        sess = self.session(request)
+        return sess.undo(), self.info(sess)
