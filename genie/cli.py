@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "genie.generate",  # generate
     "genie.playground",  # play
     "genie.evaluate",  # eval
+    "genie.playtest",  # playtest
     "genie.bench",  # bench data|train|play
 ]
 

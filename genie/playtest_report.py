@@ -1,0 +1,148 @@
+"""What `genie playtest` writes beside metrics.json: a PNG strip and a GIF per script (game
+above world; a person looks at these before believing the numbers) and report.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from genie.playtest import MOVE_PX, SCRIPTS
+from genie.video import tile, upscale, write_video
+
+SHOW_LEVELS = 3  # levels shown in each strip and GIF
+SCALE = 2  # nearest-neighbour upscale of 64x64 frames
+GAP = 2  # pixels between frames
+LABEL_W, HEADER_H = 44, 14  # room for row and column labels (strip)
+
+
+def strip(game: np.ndarray, world: np.ndarray, columns: list[int], levels: list[int]) -> np.ndarray:
+    """uint8 image: per level a game row above a world row, frames at `columns` (0 = start)
+    left to right, labelled. game, world: uint8 (L, K+1, H, W, 3)."""
+    n = min(SHOW_LEVELS, len(game))
+    h, w = game.shape[2] * SCALE, game.shape[3] * SCALE
+    rows = []
+    for i in range(n):
+        for frames in (game[i], world[i]):
+            row = tile(upscale(frames[columns], SCALE)[:, None], GAP)[0]  # (h, cols*(w+gap)-gap, 3)
+            rows.append(row)
+    height = HEADER_H + n * (2 * h + GAP) + (n - 1) * 2 * GAP
+    img = Image.new("RGB", (LABEL_W + rows[0].shape[1], height), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    for c, t in enumerate(columns):
+        draw.text((LABEL_W + c * (w + GAP) + 2, 1), "start" if t == 0 else f"t={t}", fill=(0, 0, 0))
+    y = HEADER_H
+    for i in range(n):
+        for r, name in enumerate(("game", "world")):
+            img.paste(Image.fromarray(rows[2 * i + r]), (LABEL_W, y))
+            draw.text((2, y + h // 2 - 12), name, fill=(0, 0, 0))
+            if r == 0:
+                draw.text((2, y + h // 2), str(levels[i]), fill=(110, 110, 110))
+            y += h + GAP
+        y += 2 * GAP
+    return np.asarray(img)
+
+
+def side_by_side(game: np.ndarray, world: np.ndarray) -> np.ndarray:
+    """uint8 (K+1, H', W', 3): per frame, a row per level (up to SHOW_LEVELS) of game | world."""
+    n = min(SHOW_LEVELS, len(game))
+    rows = [tile(np.stack([game[i], world[i]]), 2 * GAP) for i in range(n)]  # (K+1, H, 2W+g, 3)
+    gap = np.full((rows[0].shape[0], 2 * GAP, *rows[0].shape[2:]), 255, np.uint8)
+    parts = [x for r in rows for x in (r, gap)][:-1]
+    return np.concatenate(parts, axis=1)
+
+
+def _fmt(v, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+ROWS = [  # (metrics key, row name, format)
+    ("psnr", "world PSNR (dB)", ".2f"),
+    ("hold_start_psnr", "holding the start frame, PSNR (dB)", ".2f"),
+    ("ssim", "world SSIM", ".3f"),
+    ("hold_start_ssim", "holding the start frame, SSIM", ".3f"),
+    ("sharpness", "sharpness, world / game (mean gradient)", ".2f"),
+    ("colour_drift_pct", "colour drift (% of range)", ".1f"),
+    ("motion_agreement", f"scroll direction agreement (game moved >= {MOVE_PX} px)", ".0%"),
+    ("motion_moving", "... axes x frames where the game moved", "d"),
+    ("motion_error_px", "scroll error (px, mean abs.)", ".1f"),
+]
+
+
+def table(by_h: dict, horizons: list[int]) -> list[str]:
+    cols = [str(h) for h in horizons] + ["all"]
+    lines = [
+        "| horizon | "
+        + " | ".join(f"t = {c}" if c != "all" else "all frames" for c in cols)
+        + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    for key, name, spec in ROWS:
+        lines.append(f"| {name} | " + " | ".join(_fmt(by_h[c][key], spec) for c in cols) + " |")
+    return lines
+
+
+def write_report(out: Path, metrics: dict, frames: dict[str, dict[str, np.ndarray]]) -> None:
+    """report.md, strip_<script>.png and play_<script>.gif into `out`."""
+    horizons, levels = metrics["horizons"], metrics["levels"]
+    columns = [0, *horizons]
+    for name, f in frames.items():
+        Image.fromarray(strip(f["game"], f["world"], columns, levels)).save(
+            out / f"strip_{name}.png"
+        )
+        write_video(out / f"play_{name}.gif", side_by_side(f["game"], f["world"]), fps=10, scale=2)
+    c = metrics["controls"]
+    keyed = [f"{d} -> {w}" for d, w in c["world_action"].items() if w is not None]
+    lines = [
+        "# Play test",
+        "",
+        f"World `{metrics.get('world', '?')}` (actions: {metrics.get('world_action_source', '?')}), "
+        f"game {metrics.get('game', {}).get('env', '?')} re-played from each level seed; "
+        f"{len(levels)} levels of split `{metrics.get('split', '?')}` of `{metrics.get('data', '?')}` "
+        f"({levels[0]}..{levels[-1]}), {metrics['horizon']} frames each, from ONE start frame "
+        f"(the game's first), seed {metrics['seed']}.",
+        "",
+        f"PSNR is per frame with identical frames capped at {metrics['psnr_cap_db']:.0f} dB, then "
+        "averaged over levels; SSIM is pytorch-msssim's (11x11 Gaussian window). Sharpness = the "
+        "world frame's mean gradient magnitude / the game frame's (blur < 1). Colour drift = "
+        "|difference of per-channel means|, % of range. Scroll = content shift of frame t "
+        "against the start by phase correlation, tracked through re-anchored frames; direction "
+        f"agreement counts axes and frames where the game scrolled >= {MOVE_PX} px. "
+        "'all frames' pools t = 1..horizon.",
+        "",
+        "## Controls",
+        "",
+        f"The game's distinct actions: {', '.join(c['distinct'])}. With a key in the world: "
+        f"{', '.join(keyed) or 'none'}. **Without a key: {', '.join(c['missing']) or 'none'}** "
+        f"(the world plays its fallback, action {c['fallback']['id']} "
+        f"'{c['fallback']['label']}', where the game plays them).",
+        "",
+        "## Scripts",
+        "",
+    ]
+    for name, desc in SCRIPTS.items():
+        if name in metrics["scripts"]:
+            restarts = metrics["scripts"][name]["restarts"]
+            note = (
+                f" (the game restarted the level within the horizon on {restarts})"
+                if restarts
+                else ""
+            )
+            lines.append(f"- `{name}`: {desc}{note}")
+        elif name in metrics["skipped_scripts"]:
+            lines.append(f"- `{name}`: skipped: {metrics['skipped_scripts'][name]}")
+    if metrics["mean"]:
+        lines += ["", "## Averaged over scripts", "", *table(metrics["mean"], horizons)]
+    for name in metrics["scripts"]:
+        lines += [
+            "",
+            f"## {name}",
+            "",
+            *table(metrics["scripts"][name], horizons),
+            "",
+            f"![{name}: game above world](strip_{name}.png)",
+            "",
+            f"[game | world, {metrics['horizon']} frames](play_{name}.gif)",
+        ]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
