@@ -14,7 +14,6 @@ H heads, K key length, C codebook size.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -122,6 +121,12 @@ class KVCache:
 
     def clone(self) -> KVCache:
         return KVCache(self.max_frames, list(self.keys), list(self.values), self.next_index)
+
+    def repeat(self, n: int) -> KVCache:
+        """The cached batch tiled n times (B*N rows -> n*B*N; a batch of 1 -> n copies)."""
+        tile = [None if k is None else k.repeat(n, 1, 1, 1) for k in self.keys]
+        vals = [None if v is None else v.repeat(n, 1, 1, 1) for v in self.values]
+        return KVCache(self.max_frames, tile, vals, self.next_index)
 
 
 # ----------------------------------------------------------------------------- ST block
@@ -348,13 +353,25 @@ class VectorQuantizer(nn.Module):
         self.steps_unused[dead] = 0
 
 
-def neighbourhood_conv(width: int) -> nn.Sequential:
+class NeighbourhoodConv(nn.Sequential):
     """(B', D, h, w) -> (B', D, h, w): each token mixes its 3x3 neighbourhood of the token grid
     (depthwise 3x3, then pointwise). Moving content by one patch is then a local operation."""
-    return nn.Sequential(
-        nn.Conv2d(width, width, 3, padding=1, groups=width),
-        nn.Conv2d(width, width, 1),
-    )
+
+    def __init__(self, width: int):
+        super().__init__(
+            nn.Conv2d(width, width, 3, padding=1, groups=width),
+            nn.Conv2d(width, width, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # a token grid rearranged from (B, T, N, D) arrives channels-last, and then the 1x1 conv's
+        # rounding depends on the batch size; contiguous, a batch of B players computes exactly
+        # what each computes alone (and batch 1 computes what it always did)
+        return super().forward(x.contiguous())
+
+
+def neighbourhood_conv(width: int) -> NeighbourhoodConv:
+    return NeighbourhoodConv(width)
 
 
 def init_weights(module: nn.Module) -> None:
@@ -364,8 +381,3 @@ def init_weights(module: nn.Module) -> None:
             nn.init.normal_(m.weight, std=0.02)
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-
-def cosine_schedule(step: int, total: int) -> float:
-    """MaskGIT mask ratio after `step` of `total` steps: cos(pi/2 * step/total)."""
-    return math.cos(math.pi / 2 * step / total)

@@ -35,8 +35,10 @@ from diffusers import EDMEulerScheduler
 from einops import rearrange
 from torch import nn
 
+from genie import rng
 from genie.blocks import KVCache, STTransformer, init_weights, neighbourhood_conv
 from genie.dynamics import DynamicsModel
+from genie.images import frame_rows, to_float
 from genie.metrics import psnr
 from genie.pretrained import PretrainedMixin
 
@@ -295,7 +297,7 @@ class DiffusionDynamics(nn.Module, PretrainedMixin):
         z = latents.reshape(latents.shape[0], self.config.tokens_per_frame, -1)
         z = z * self.config.latent_scale
         if noise > 0:
-            z = z + noise * torch.randn(z.shape, generator=generator, device=z.device)
+            z = z + noise * rng.randn(z.shape, generator, z.device)  # a generator per row allowed
         b = z.shape[0]
         act = self._action_ids(action, b, z.device)
         sigma = torch.full((b, 1), float(noise), device=z.device)
@@ -326,7 +328,7 @@ class DiffusionDynamics(nn.Module, PretrainedMixin):
         sched = EDMEulerScheduler.from_config(self.scheduler.config)
         sched.set_timesteps(steps or c.diffusion_steps)
         temp = 1.0 if temperature is None else float(temperature)
-        x = torch.randn(state.last.shape, generator=generator, device=dev)
+        x = rng.randn(state.last.shape, generator, dev)  # a generator per row allowed
         x = x * sched.sigmas[0].item() * temp
         for i, t in enumerate(sched.timesteps):
             s = sched.sigmas[i].to(dev).expand(b, 1)
@@ -404,8 +406,7 @@ class DiffusionDynamics(nn.Module, PretrainedMixin):
             z, actions = batch["latents"], batch["actions"]
             pred = self.rollout(z[:, :-1], actions[:, :-1], actions[:, -1:], generator=g)
             frames = tokenizer.decode_latents(torch.cat([z[:, :-1], pred], dim=1))[:, -1]
-            truth = batch["frames"][:, -1].float() / 255
-            last = batch["frames"][:, -2].float() / 255
+            truth, last = to_float(batch["frames"][:, -1]), to_float(batch["frames"][:, -2])
             metrics["psnr_1step"] = psnr(frames, truth).mean().item()
             metrics["psnr_copy_last"] = psnr(last, truth).mean().item()
         return metrics
@@ -418,6 +419,4 @@ class DiffusionDynamics(nn.Module, PretrainedMixin):
         g = torch.Generator(device=z.device).manual_seed(0)
         gen = self.rollout(z[:, :1], actions[:, :0], actions, generator=g)
         frames = tokenizer.decode_latents(torch.cat([z[:, :1], gen], dim=1))
-        truth = batch["frames"][:max_clips].float() / 255
-        grid = rearrange(torch.stack([truth, frames], dim=1), "b r t h w c -> (b r h) (t w) c")
-        return (grid.clamp(0, 1) * 255).round().byte().cpu().numpy()
+        return frame_rows([batch["frames"][:max_clips], frames])

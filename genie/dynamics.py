@@ -3,7 +3,7 @@
 Dimension letters: B batch, T frames, N = h*w tokens per frame, D width, V vocabulary
 (tokenizer codes), A actions.
 
-Design, for a world that trains and plays on two CPU cores (see DESIGN.md):
+Design, for a world that trains and plays on two CPU cores (docs/DESIGN.md):
 * one action token is *prepended* to each frame's tokens (Jasmine found this essential):
   frame t carries the action a_{t-1} that led to it; the first frame carries a null action.
 * decoder-only space-time transformer with causal temporal attention and rotary temporal
@@ -34,7 +34,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from genie import rng
 from genie.blocks import KVCache, STTransformer, init_weights, neighbourhood_conv
+from genie.images import frame_rows, to_float
 from genie.metrics import psnr
 from genie.pretrained import PretrainedMixin
 
@@ -87,11 +89,8 @@ class DynamicsState:
 
     def repeat(self, n: int) -> DynamicsState:
         """A batch-1 state repeated n times (e.g. every action from one state)."""
-        c = self.cache.clone()
-        c.keys = [None if k is None else k.repeat(n, 1, 1, 1) for k in c.keys]
-        c.values = [None if v is None else v.repeat(n, 1, 1, 1) for v in c.values]
         last = None if self.last_tokens is None else self.last_tokens.repeat(n, 1)
-        return DynamicsState(c, last)
+        return DynamicsState(self.cache.repeat(n), last)
 
 
 class DynamicsModel(nn.Module, PretrainedMixin):
@@ -277,11 +276,12 @@ class DynamicsModel(nn.Module, PretrainedMixin):
         action,
         steps: int | None = None,
         temperature: float | None = None,
-        generator: torch.Generator | None = None,
+        generator: rng.Generators = None,
         commit: bool = True,
     ) -> torch.Tensor:
         """Generate the next frame's tokens (B, h, w) with MaskGIT, using only the cache.
-        commit=True also adds the frame to the context (one extra pass on the clean frame)."""
+        commit=True also adds the frame to the context (one extra pass on the clean frame).
+        generator: one for the batch, or one per row (`genie.rng`)."""
         if state.last_tokens is None:
             raise ValueError("append a context frame before sampling")
         b = state.last_tokens.shape[0]
@@ -340,9 +340,7 @@ class DynamicsModel(nn.Module, PretrainedMixin):
             logits = run(ids).float()  # (B, N, V)
             if temperature > 0:
                 probs = F.softmax(logits / temperature, dim=-1)
-                sampled = torch.multinomial(
-                    probs.reshape(-1, c.vocab_size), 1, generator=generator
-                ).reshape(b, n)
+                sampled = rng.multinomial(probs, generator)  # (B, N), one generator per row allowed
             else:
                 probs = F.softmax(logits, dim=-1)
                 sampled = probs.argmax(-1)
@@ -396,8 +394,7 @@ class DynamicsModel(nn.Module, PretrainedMixin):
             pred = self.rollout(tokens[:, :-1], actions[:, :-1], actions[:, -1:], generator=g)
             seq = torch.cat([tokens[:, :-1], pred], dim=1)
             frames = tokenizer.decode(seq)[:, -1]  # (B, H, W, 3) in [0, 1]
-            truth = batch["frames"][:, -1].float() / 255
-            last = batch["frames"][:, -2].float() / 255
+            truth, last = to_float(batch["frames"][:, -1]), to_float(batch["frames"][:, -2])
             metrics["psnr_1step"] = psnr(frames, truth).mean().item()
             metrics["psnr_copy_last"] = psnr(last, truth).mean().item()
         return metrics
@@ -410,14 +407,8 @@ class DynamicsModel(nn.Module, PretrainedMixin):
         g = torch.Generator(device=tokens.device).manual_seed(0)
         gen = self.rollout(tokens[:, :1], actions[:, :0], actions, generator=g)
         frames = tokenizer.decode(torch.cat([tokens[:, :1], gen], dim=1))
-        truth = (
-            batch["frames"][:max_clips].float() / 255
-            if "frames" in batch
-            else tokenizer.decode(tokens)
-        )
-        rows = torch.stack([truth, frames], dim=1)  # (B, 2, T, H, W, 3)
-        grid = rearrange(rows, "b r t h w c -> (b r h) (t w) c")
-        return (grid.clamp(0, 1) * 255).round().byte().cpu().numpy()
+        truth = batch["frames"][:max_clips] if "frames" in batch else tokenizer.decode(tokens)
+        return frame_rows([truth, frames])
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""`genie eval`: the numbers a world is judged by (DESIGN.md "Metrics").
+"""`genie eval`: the numbers a world is judged by (docs/DESIGN.md "Metrics").
 
 For each of K held-out episodes one clip of C context + 16 frames is taken at a seeded
 position. Then:
@@ -6,10 +6,11 @@ position. Then:
 * tokenizer: PSNR / SSIM of encode -> decode, codebook usage over all eval tokens;
 * LAM: PSNR of its next-frame reconstruction, accuracy of the best latent -> true mapping
   (fitted on half of the clips, scored on the other half; and fitted on all, as Genie reports);
-* dynamics: autoregressive rollouts from C real frames with the latent actions the LAM infers
+* dynamics: rollouts played by the world engine (what a player sees: `WorldEngine`, one row
+  per clip, clip j seeded seed + j) from C real frames with the latent actions the LAM infers
   from the ground truth; PSNR / SSIM at horizons 1, 4, 8, 16 beside the copy-the-last-frame
   baseline; ΔtPSNR@4 = PSNR(x_t, x̂_t) − PSNR(x_t, x̂'_t) with x̂' rolled out under uniformly
-  random latent actions (Genie §3 "controllability").
+  random latent actions (Genie §3 "controllability"), from the same seeds.
 
 Per-frame PSNR is capped at 50 dB so identical frames don't dominate means.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +61,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "is measured (all episodes, in LAM-length windows; default 20000)",
     )
     p.add_argument("--batch-size", type=int, default=10)
-    p.add_argument("--steps", type=int, default=None, help="MaskGIT steps (default: the world's)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="sampling steps per frame, MaskGIT or diffusion (default: the world's)",
+    )
     p.add_argument(
         "--write-labels",
         action="store_true",
@@ -187,24 +193,51 @@ def name_latent_actions(
     return unique, counts
 
 
+@dataclass
+class Rollouts:
+    """One batch of eval clips played by the engine: uint8 frames (B, K, H, W, 3)."""
+
+    frames: np.ndarray  # under the LAM's actions, as the player sees them
+    decoded: np.ndarray  # the same, the decoder's pixels before skip-block carry
+    random: np.ndarray  # (B, 4, H, W, 3) under uniformly random actions, the same seeds
+
+
+def play_clips(engine, frames, actions, context: int, horizon: int, seeds, random_actions):
+    """Play each clip from its first `context` frames (and the actions between them) on, under
+    its next `horizon` actions, then again under `random_actions` (B, R).
+    frames: uint8 (B, T, H, W, 3); actions: (B, T-1); seeds: one per clip."""
+    c = context
+    engine.reset(frames[:, :c], seed=seeds, actions=actions[:, : c - 1])
+    played = engine.play(actions[:, c - 1 : c - 1 + horizon])
+    engine.reset(frames[:, :c], seed=seeds, actions=actions[:, : c - 1])
+    return Rollouts(played.frames, played.decoded, engine.rollout(random_actions))
+
+
 def run(args) -> int:
     import torch
     from tqdm import tqdm
 
     from genie.data import ClipDataset, collate_clips
+    from genie.engine import WorldEngine
     from genie.errors import UserError
+    from genie.images import to_float
     from genie.metrics import action_accuracy, psnr, ssim
-    from genie.tokenizer import carry_unchanged_sequence
     from genie.world import World, set_action_labels
 
     t0 = time.time()
     world = World.from_folder(args.world, with_lam=True)
-    sampling = world.meta.get("sampling", {})
-    carry = bool(sampling.get("carry_unchanged", True)) and not args.no_carry
-    margin = sampling.get("carry_margin", 0) if args.carry_margin is None else args.carry_margin
-    tok, lam, dyn = world.tokenizer, world.lam, world.dynamics
-    if margin < 0:
-        raise UserError(f"--carry-margin must be >= 0, got {margin}")
+    if args.carry_margin is not None and args.carry_margin < 0:
+        raise UserError(f"--carry-margin must be >= 0, got {args.carry_margin}")
+    engine = WorldEngine(
+        world,
+        seed=args.seed,
+        steps=args.steps,
+        carry_unchanged=False if args.no_carry else None,
+        carry_margin=args.carry_margin,
+        max_undo=0,
+    )
+    carry, margin = engine.carry_unchanged, engine.sampling.carry_margin
+    tok, lam = world.tokenizer, world.lam
     c = args.context
     if c < 1:
         raise UserError("--context must be >= 1")
@@ -214,7 +247,6 @@ def run(args) -> int:
     clips = pick_clips(ds, args.episodes, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(args.seed)
     lam_window = getattr(lam.config, "max_frames", 16)
 
     acc: dict[str, list] = {
@@ -233,11 +265,13 @@ def run(args) -> int:
         )
     }
     examples = []
-    batches = [clips[i : i + args.batch_size] for i in range(0, len(clips), args.batch_size)]
-    for bi, idx in enumerate(tqdm(batches, desc="evaluating", unit="batch")):
+    batches = range(0, len(clips), args.batch_size)
+    k = max(HORIZONS)
+    for start in tqdm(batches, desc="evaluating", unit="batch"):
+        idx = clips[start : start + args.batch_size]
         batch = collate_clips([ds[i] for i in idx])
         frames = batch["frames"]  # (B, T, H, W, 3) uint8
-        truth = frames.float() / 255
+        truth = to_float(frames)
         with torch.no_grad():
             ids = tok.encode(frames)
             recon = tok.decode(ids)
@@ -251,37 +285,24 @@ def run(args) -> int:
                 ).flatten()
             )
             latent = infer_actions_windowed(lam, frames, lam_window)  # (B, T-1)
-            k = max(HORIZONS)
-            gen = dyn.rollout(
-                ids[:, :c],
-                latent[:, : c - 1],
-                latent[:, c - 1 : c - 1 + k],
-                steps=args.steps,
-                generator=g,
-            )
-            gen_frames = tok.decode(torch.cat([ids[:, :c], gen], dim=1))[:, c:]  # (B, k, H, W, 3)
-            rand_actions = torch.randint(0, dyn.config.num_actions, (len(idx), 4), generator=g)
-            gen_rand = dyn.rollout(
-                ids[:, :c], latent[:, : c - 1], rand_actions, steps=args.steps, generator=g
-            )
-            rand_frames = tok.decode(torch.cat([ids[:, :c], gen_rand], dim=1))[:, c:]
-            acc["plain_psnr"].append(psnr(gen_frames, truth[:, c : c + k]))
-            if carry:  # as the engine plays: unchanged patches keep the last frame's pixels
-                start, start_ids = truth[:, c - 1], ids[:, c - 1]
-                p = tok.config.patch_size
-                gen_frames = carry_unchanged_sequence(gen_frames, gen, start, start_ids, p, margin)
-                rand_frames = carry_unchanged_sequence(
-                    rand_frames, gen_rand, start, start_ids, p, margin
-                )
+        # clip j of the eval: seed + j and its own random actions, whatever the batch size
+        order = range(start, start + len(idx))
+        seeds = [args.seed + j for j in order]
+        rngs = [np.random.default_rng([abs(args.seed), j]) for j in order]
+        rand_actions = np.stack([r.integers(0, world.num_actions, 4) for r in rngs])
+        played = play_clips(engine, frames, latent, c, k, seeds, rand_actions)
+        gen_frames = to_float(torch.from_numpy(played.frames))
+        rand_frames = to_float(torch.from_numpy(played.random))
         future = truth[:, c : c + k]
         last = truth[:, c - 1 : c].expand_as(future)
+        acc["plain_psnr"].append(psnr(to_float(torch.from_numpy(played.decoded)), future))
         acc["dyn_psnr"].append(psnr(gen_frames, future))
         acc["dyn_ssim"].append(ssim(gen_frames, future))
         acc["copy_psnr"].append(psnr(last, future))
         acc["copy_ssim"].append(ssim(last, future))
         acc["rand_psnr4"].append(psnr(rand_frames[:, 3], future[:, 3]))
-        if bi == 0:
-            examples = (truth[:4], gen_frames[:4], rand_frames[:4], c)
+        if start == 0:
+            examples = (frames[:4].numpy(), played.frames[:4], played.random[:4], c)
 
     cat = {k: torch.cat(v) if v else None for k, v in acc.items()}
     used = torch.unique(cat["tok_ids"]).numel() / tok.num_codes
@@ -309,7 +330,7 @@ def run(args) -> int:
             },
             "psnr_random_actions_4": cat["rand_psnr4"].mean().item(),
             "delta_psnr_4": (dyn_psnr[:, 3] - cat["rand_psnr4"]).mean().item(),
-            "maskgit_steps": args.steps or dyn.config.maskgit_steps,
+            **{engine.sampling.steps_key: engine.steps},  # maskgit_steps or diffusion_steps
         },
         "protocol": {
             "world": str(args.world),
@@ -370,6 +391,7 @@ def write_report(out: Path, metrics: dict, examples) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from genie.images import grid
     from genie.video import write_video
 
     d = metrics["dynamics"]
@@ -387,16 +409,14 @@ def write_report(out: Path, metrics: dict, examples) -> None:
     plt.close(fig)
 
     gifs = []
-    if examples:
+    if examples:  # uint8 truth (B, T, H, W, 3), generated (B, K, ...), random (B, R, ...)
         truth, gen, rand, c = examples
+        k = gen.shape[1]
         for i in range(truth.shape[0]):
-            t = truth[i, c : c + gen.shape[1]]
-            r = rand[i]
-            r = np.concatenate([r.numpy(), np.repeat(r[-1:].numpy(), t.shape[0] - r.shape[0], 0)])
-            row = np.concatenate([t.numpy(), gen[i].numpy(), r], axis=2)  # side by side
-            frames = (np.clip(row, 0, 1) * 255).round().astype(np.uint8)
+            held = np.concatenate([rand[i], np.repeat(rand[i, -1:], k - rand.shape[1], 0)])
+            row = np.stack([truth[i, c : c + k], gen[i], held], axis=1)  # (K, 3, H, W, 3)
             name = f"example_{i}.gif"
-            write_video(out / name, frames, fps=6, scale=3)
+            write_video(out / name, grid(row[:, None]), fps=6, scale=3)  # side by side
             gifs.append(name)
 
     lines = [

@@ -102,7 +102,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="random seed for sampling and for --actions random"
     )
-    p.add_argument("--steps", type=int, help="MaskGIT steps per frame (default: the world's)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="sampling steps per frame, MaskGIT or diffusion (default: the world's)",
+    )
     p.add_argument(
         "--temperature", type=float, help="sampling temperature, 0 = greedy (default: the world's)"
     )

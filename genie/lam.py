@@ -35,9 +35,10 @@ from genie.blocks import (
     init_weights,
     neighbourhood_conv,
 )
+from genie.images import frame_rows, to_float
 from genie.metrics import best_mapping_accuracy, psnr
 from genie.pretrained import PretrainedMixin
-from genie.tokenizer import CenteredLatent, conv_stem, frame_strip, init_convs, to_float_frames
+from genie.tokenizer import CenteredLatent, conv_stem, init_convs
 
 BANK_SIZE = 4096  # warm-up latents kept for the k-means codebook initialisation
 
@@ -193,7 +194,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
     def forward(self, frames: torch.Tensor) -> LAMOutput:
         """frames uint8 (B, T, H, W, 3) -> latent actions and predictions of frames 2..T."""
         self._check(frames)
-        x = to_float_frames(frames)
+        x = to_float(frames)
         patches = self._patches(x * 2 - 1)  # (B, T, N, P*P*3)
         q = self._quantize(self._encode(x * 2 - 1, update_stats=self.training))  # (B, T-1, E)
         h = self.dec_embed(patches[:, :-1]) + self.dec_pos  # (B, T-1, N, D)
@@ -257,7 +258,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         out = self(frames)
         loss = sum(out.losses.values())
         with torch.no_grad():
-            x = to_float_frames(frames)
+            x = to_float(frames)
             p = psnr(out.recon.clamp(0, 1), x[:, 1:]).mean()
         metrics = {
             "loss": loss.item(),
@@ -273,7 +274,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
     def infer_actions(self, frames: torch.Tensor) -> torch.Tensor:
         """frames uint8 (B, T, H, W, 3) -> latent action ids (B, T-1); a_t: frame t -> t+1."""
         self._check(frames)
-        z = self._encode(to_float_frames(frames) * 2 - 1, update_stats=False)
+        z = self._encode(to_float(frames) * 2 - 1, update_stats=False)
         return self.vq.nearest(self.vq.prepare(z))  # nearest code, no restarts
 
     @torch.no_grad()
@@ -285,7 +286,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         self.eval()
         out = self(batch["frames"])
         self.train(was)
-        x = to_float_frames(batch["frames"])
+        x = to_float(batch["frames"])
         metrics = {
             "psnr": psnr(out.recon.clamp(0, 1), x[:, 1:]).mean().item(),
             "psnr_copy_last": psnr(x[:, :-1], x[:, 1:]).mean().item(),
@@ -307,4 +308,4 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         self.eval()
         recon = self(frames).recon.clamp(0, 1)
         self.train(was)
-        return frame_strip([to_float_frames(frames)[:, 1:], recon])
+        return frame_rows([frames[:, 1:], recon])

@@ -69,7 +69,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (default 1, as `genie play`)"
     )
-    p.add_argument("--steps", type=int, help="MaskGIT steps per frame (default: the world's)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="sampling steps per frame, MaskGIT or diffusion (default: the world's)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     b = p.add_mutually_exclusive_group()
     b.add_argument(
@@ -205,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
     result = {
         "world": str(args.world),
         "frame_size": engine.frame_size,
-        "maskgit_steps": engine.steps,
+        engine.sampling.steps_key: engine.steps,  # maskgit_steps or diffusion_steps
         "threads": torch.get_num_threads(),
         "frames": args.frames,
         **bench_engine(engine, args.frames, args.warmup),
@@ -221,7 +225,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(
             f"{result['world']}: engine.step {result['fps']} frames/s, p50 {result['p50_ms']} ms, "
-            f"p95 {result['p95_ms']} ms ({result['threads']} threads, {result['maskgit_steps']} MaskGIT steps)"
+            f"p95 {result['p95_ms']} ms ({result['threads']} threads, {engine.steps} {engine.sampling.steps_key})"
         )
         if browser:
             print(

@@ -4,6 +4,14 @@ A world folder has three slots (`tokenizer/`, `lam/`, `dynamics/`); each holds o
 named by the `model_type` its config.json records. The dynamics slot holds either the MaskGIT
 transformer (`genie/dynamics.py`) or the diffusion transformer (`genie/diffusion.py`).
 Training presets name kinds too: `training/presets/<preset>/<kind>.json`.
+
+The play contract every dynamics kind keeps (what `genie.engine.WorldEngine` calls):
+`representation` ("ids": frames -> `tokenizer.encode`, decoded by `tokenizer.decode_step`;
+"latents": `tokenizer.encode_latents` / `decode_latents_step`), `new_state(max_context)` (a
+state with `.clone()` and `.repeat(n)`), `append_frame(state, x, action_or_None)`,
+`sample_next(state, action (B,), steps, temperature, generator, commit, **options)`, and
+`sampling_defaults()`: world.json's "sampling", whose one `*_steps` key is sample_next's
+`steps`, "temperature" its temperature, and any other key one of its keyword options.
 """
 
 from __future__ import annotations
@@ -69,6 +77,14 @@ def dynamics_kind(backend: str | None) -> PartKind:
     if backend not in BACKENDS:
         raise UserError(f"unknown dynamics backend '{backend}' (known: {', '.join(BACKENDS)})")
     return BACKENDS[backend]
+
+
+def kind_of_model(model) -> PartKind:
+    """The kind of a model instance, by its class's `model_type`."""
+    for k in KINDS.values():
+        if k.model_class.model_type == type(model).model_type:
+            return k
+    raise ValueError(f"{type(model).__name__} is not a registered part kind")
 
 
 def kind_of_folder(part_dir: str | Path, slot: str) -> PartKind:

@@ -10,7 +10,7 @@ E code width, C codebook size, P patch size (h = H / P).
 * **Decoder, space-time**: code vectors + learned spatial positions -> `STTransformer` with
   causal temporal attention (rotary positions) -> pixels. Frame t is decoded from its own
   tokens *and* the decoder states of the previous `max_frames - 1` frames, so unchanged
-  content carries over instead of being re-quantised every frame (DESIGN.md: a per-frame
+  content carries over instead of being re-quantised every frame (docs/DESIGN.md: a per-frame
   tokenizer caps rollout PSNR; Genie's ablation: ST-ViViT beats a per-frame ViT).
   `decode_step` decodes one new frame against a `KVCache` and equals `decode` of the sequence.
 * `arch="conv"` (hybrid): strided-conv stem and transposed-conv upsampler around the
@@ -29,6 +29,7 @@ from einops import rearrange
 from torch import nn
 
 from genie.blocks import MLP, Attention, KVCache, STTransformer, VectorQuantizer, init_weights
+from genie.images import frame_rows, to_float
 from genie.metrics import psnr, ssim
 from genie.pretrained import PretrainedMixin
 
@@ -169,59 +170,6 @@ def init_convs(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def to_float_frames(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] (or float [0, 1]) frames -> float [0, 1], same shape."""
-    return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
-
-
-def carry_unchanged(
-    new: torch.Tensor,
-    prev: torch.Tensor,
-    new_ids: torch.Tensor,
-    prev_ids: torch.Tensor,
-    patch_size: int,
-    margin: int = 0,
-) -> torch.Tensor:
-    """Skip-block decoding, as video codecs do: where a frame's tokens equal the previous frame's
-    (and so do the tokens within `margin` patches), keep the previous frame's pixels instead of
-    the decoder's re-rendering. A start image then stays exact wherever the world leaves it
-    alone, instead of drifting to the tokenizer's reconstruction quality. margin 0 (decode only
-    the changed patches) measured best on CoinRun: t=1 PSNR 27.33 vs 25.27 dB with margin 1
-    (docs/RESULTS.md); world.json "sampling": {"carry_margin": 1} widens it.
-
-    new, prev: frames (B, H, W, C); new_ids, prev_ids: (B, h, w) -> frames (B, H, W, C)."""
-    changed = (new_ids != prev_ids).float()[:, None]  # (B, 1, h, w)
-    if margin:
-        changed = F.max_pool2d(changed, 2 * margin + 1, stride=1, padding=margin)
-    keep = (changed[:, 0] == 0).repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)
-    return torch.where(keep[..., None], prev.to(new.dtype), new)  # (B, H, W, C)
-
-
-def carry_unchanged_sequence(
-    frames: torch.Tensor,
-    ids: torch.Tensor,
-    start: torch.Tensor,
-    start_ids: torch.Tensor,
-    patch_size: int,
-    margin: int = 0,
-) -> torch.Tensor:
-    """`carry_unchanged` along generated frames (B, K, H, W, C) with their ids (B, K, h, w), from
-    a start frame (B, H, W, C) with ids (B, h, w) (the last real frame) -> (B, K, H, W, C)."""
-    out, prev, prev_ids = [], start, start_ids
-    for k in range(frames.shape[1]):
-        prev = carry_unchanged(frames[:, k], prev, ids[:, k], prev_ids, patch_size, margin)
-        prev_ids = ids[:, k]
-        out.append(prev)
-    return torch.stack(out, dim=1)
-
-
-def frame_strip(rows: list[torch.Tensor]) -> np.ndarray:
-    """rows: list of R float (B, T, H, W, 3) in [0, 1] -> uint8 (B*R*H, T*W, 3); clip b's rows
-    stacked together, frames left to right."""
-    grid = rearrange(torch.stack(rows, 1), "b r t h w c -> (b r h) (t w) c")
-    return (grid.clamp(0, 1) * 255).round().byte().cpu().numpy()
-
-
 class VideoTokenizer(nn.Module, PretrainedMixin):
     """Frames uint8 (B, T, H, W, 3) <-> code ids (B, T, h, w). See the module docstring."""
 
@@ -311,7 +259,7 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
         alone (update_stats: training, see `CenteredLatent`)."""
         self._check(frames)
         b, p = frames.shape[0], self.config.patch_size
-        x = to_float_frames(frames) * 2 - 1
+        x = to_float(frames) * 2 - 1
         if self.config.arch == "conv":
             x = self.embed(rearrange(x, "b t h w c -> (b t) c h w"))  # (B*T, D, h, w)
             x = rearrange(x, "bt d h w -> bt (h w) d")
@@ -361,8 +309,10 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
         h, w = self.grid
         z = self._latents(frames, update_stats=self.center.training)
         q = self.vq(z)
-        recon = self._decode_codes(F.normalize(z, dim=-1) if self.config.continuous else q.quantized)
-        target = to_float_frames(frames)
+        recon = self._decode_codes(
+            F.normalize(z, dim=-1) if self.config.continuous else q.quantized
+        )
+        target = to_float(frames)
         losses = {"recon": F.mse_loss(recon, target), "vq": q.loss}
         if self.config.l1_weight > 0:
             losses["l1"] = self.config.l1_weight * F.l1_loss(recon, target)
@@ -376,7 +326,7 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
         out = self(batch["frames"])
         loss = sum(out.losses.values())
         with torch.no_grad():
-            p = psnr(out.recon.clamp(0, 1), to_float_frames(batch["frames"])).mean()
+            p = psnr(out.recon.clamp(0, 1), to_float(batch["frames"])).mean()
         metrics = {
             "loss": loss.item(),
             "recon_mse": out.losses["recon"].item(),
@@ -445,7 +395,7 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
         self.eval()
         frames = batch["frames"]
         out = self(frames)
-        recon, target = out.recon.clamp(0, 1), to_float_frames(frames)
+        recon, target = out.recon.clamp(0, 1), to_float(frames)
         p = psnr(recon, target)  # (B, T)
         self.train(was)
         return {
@@ -462,4 +412,4 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
         """uint8 (H', W', 3): per clip, ground truth above reconstruction, frames left to right."""
         frames = batch["frames"][:max_clips, :max_frames]
         recon = self.decode(self.encode(frames))
-        return frame_strip([to_float_frames(frames), recon])
+        return frame_rows([frames, recon])

@@ -12,26 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from einops import rearrange
 
 from genie.errors import UserError
+from genie.images import grid, upscale  # noqa: F401 (upscale: part of this module's API)
 
 FORMATS = (".mp4", ".gif", ".png")
 
 
-def upscale(frames: np.ndarray, scale: int) -> np.ndarray:
-    """Nearest-neighbour upscale of (..., H, W, C) by an integer factor."""
-    if scale == 1:
-        return frames
-    return frames.repeat(scale, axis=-3).repeat(scale, axis=-2)
-
-
 def tile(frames: np.ndarray, gap: int = 0) -> np.ndarray:
     """(S, K, H, W, 3) -> (K, H, S*W + (S-1)*gap, 3): S videos side by side, `gap` black pixels apart."""
-    s, k, h, w, c = frames.shape
-    out = np.zeros((k, h, s * w + (s - 1) * gap, c), dtype=frames.dtype)
-    for i in range(s):
-        out[:, :, i * (w + gap) : i * (w + gap) + w] = frames[i]
-    return out
+    return grid(rearrange(np.asarray(frames), "s k h w c -> k 1 s h w c"), gap=gap)
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 15, scale: int = 4) -> Path:
@@ -59,7 +50,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 15, scale: in
     else:
         from PIL import Image
 
-        Image.fromarray(np.concatenate(list(frames), axis=1)).save(path)
+        Image.fromarray(grid(frames[None])).save(path)  # one row of K frames
     return path
 
 

@@ -14,15 +14,19 @@ against, so a swapped part is caught with a clear error instead of playing noise
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from genie.errors import UserError
 from genie.registry import SLOTS as PARTS
+from genie.registry import kind_of_folder, kind_of_model
 
 WORLD_JSON = "world.json"
 TOKENS_KEY = "tokenizer_encoder"  # fingerprint of the tokenizer weights that decide the code ids
@@ -157,8 +161,6 @@ def load_part(world_dir: str | Path, part: str, device: str = "cpu"):
     part_dir = world_dir / part
     if not (part_dir / "config.json").is_file():
         raise UserError(f"{world_dir} has no trained {part} ({part_dir}/config.json missing)")
-    from genie.registry import kind_of_folder
-
     return kind_of_folder(part_dir, part).model_class.from_pretrained(part_dir, device=device)
 
 
@@ -190,73 +192,113 @@ def check_compatible(tokenizer=None, lam=None, dynamics=None, meta: dict | None 
                 )
 
 
-@contextlib.contextmanager
-def _locked(world_dir: Path):
-    """Serialise world.json updates: parts may train (and export) in parallel processes."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(world_dir / ".world.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def export_part(world_dir: str | Path, part: str, model, info: dict[str, Any]) -> Path:
-    """Save a trained part into the world folder and record how it was trained."""
+    """Save a trained part into the world folder and record how it was trained. Parts may train
+    (and export) in parallel processes: world.json updates are serialised by a file lock."""
     world_dir = Path(world_dir)
     world_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(world_dir):
-        return _export_part(world_dir, part, model, info)
-
-
-def _export_part(world_dir: Path, part: str, model, info: dict[str, Any]) -> Path:
-    meta = read_meta(world_dir)
-    trained_on = meta.get("dynamics_trained_on", {})
-    if part == "tokenizer" and "tokenizer" in trained_on and (world_dir / part).is_dir():
-        # a world from before TOKENS_KEY: re-express what its dynamics was trained on by the
-        # encoder's fingerprint, if the tokenizer on disk is still that one
-        if fingerprint(world_dir / part) == trained_on["tokenizer"]:
-            trained_on[TOKENS_KEY] = fingerprint(world_dir / part, model.ENCODER_PREFIXES)
-            del trained_on["tokenizer"]
-    part_dir = model.save_pretrained(world_dir / part)
-    prints = meta.setdefault("fingerprints", {})
-    prints[part] = fingerprint(part_dir)
-    if part == "tokenizer":
-        prints[TOKENS_KEY] = fingerprint(part_dir, model.ENCODER_PREFIXES)
-    meta.setdefault("training", {})[part] = info
-    if part == "tokenizer":
-        meta["frame_size"] = [model.config.frame_size, model.config.frame_size]
-    if part == "dynamics":
-        cfg = model.config
-        meta["context_frames"] = cfg.max_frames - 1
-        old = meta.get("sampling", {})
-        meta["sampling"] = model.sampling_defaults()
-        meta["backend"] = model.model_type
-        if model.representation == "ids":  # skip-block decoding (genie.tokenizer.carry_unchanged)
-            meta["sampling"]["carry_unchanged"] = old.get(
-                "carry_unchanged", True
-            )  # a user's choice
-            meta["sampling"]["carry_margin"] = int(old.get("carry_margin", 0))
-        source = info.get("action_source", "lam")
-        labels = info.get("action_labels") or [f"action {i}" for i in range(cfg.num_actions)]
-        old = meta.get("actions", {})
-        if old.get("source") == source and len(old.get("labels", [])) == cfg.num_actions:
-            labels = old["labels"]  # keep human names given to latent actions
-        meta["actions"] = {"source": source, "labels": labels, "keys": default_keys(labels)}
-        for key in ("game_actions", "game"):  # true actions: how `genie playtest` replays the game
-            if info.get(key) is not None:
-                meta["actions"][key] = info[key]
-        trained_on = {TOKENS_KEY: meta["fingerprints"].get(TOKENS_KEY)}
-        if source == "lam":
-            trained_on["lam"] = meta["fingerprints"].get("lam")
-        meta["dynamics_trained_on"] = trained_on
-    write_meta(world_dir, meta)
+    kind = kind_of_model(model)
+    if kind.slot != part:
+        raise ValueError(f"a {kind.name} model cannot be the world's {part}")
+    with FileLock(world_dir / ".world.lock"):
+        meta = read_meta(world_dir)
+        # a tokenizer says which of its weights decide the code ids the dynamics learned
+        encoder = getattr(model, "ENCODER_PREFIXES", None)
+        if encoder:
+            _rekey_trained_on(meta, world_dir / part, encoder)
+        part_dir = model.save_pretrained(world_dir / part)
+        prints = meta.setdefault("fingerprints", {})
+        prints[part] = fingerprint(part_dir)
+        if encoder:
+            prints[TOKENS_KEY] = fingerprint(part_dir, encoder)
+        meta.setdefault("training", {})[part] = info
+        if part == "tokenizer":
+            meta["frame_size"] = [model.config.frame_size, model.config.frame_size]
+        elif part == "dynamics":
+            _record_dynamics(meta, model, info)
+        write_meta(world_dir, meta)
     return part_dir
+
+
+def _rekey_trained_on(meta: dict, part_dir: Path, encoder_prefixes: tuple[str, ...]) -> None:
+    """A world from before TOKENS_KEY: re-express what its dynamics was trained on by the
+    encoder's fingerprint, if the tokenizer on disk is still that one."""
+    trained_on = meta.get("dynamics_trained_on", {})
+    if "tokenizer" in trained_on and part_dir.is_dir():
+        if fingerprint(part_dir) == trained_on["tokenizer"]:
+            trained_on[TOKENS_KEY] = fingerprint(part_dir, encoder_prefixes)
+            del trained_on["tokenizer"]
+
+
+def _record_dynamics(meta: dict, model, info: dict[str, Any]) -> None:
+    """What playing needs to know of a new dynamics: context, sampling, actions, and the parts
+    it was trained on (its fingerprints)."""
+    cfg = model.config
+    meta["context_frames"] = cfg.max_frames - 1
+    meta["backend"] = model.model_type
+    old = meta.get("sampling", {})
+    meta["sampling"] = model.sampling_defaults()
+    if model.representation == "ids":  # skip-block decoding is the world's (a user's) choice
+        meta["sampling"].update({k: old.get(k, v) for k, v in CARRY_DEFAULTS.items()})
+    source = info.get("action_source", "lam")
+    labels = info.get("action_labels") or [f"action {i}" for i in range(cfg.num_actions)]
+    old = meta.get("actions", {})
+    if old.get("source") == source and len(old.get("labels", [])) == cfg.num_actions:
+        labels = old["labels"]  # keep human names given to latent actions
+    meta["actions"] = {"source": source, "labels": labels, "keys": default_keys(labels)}
+    for key in ("game_actions", "game"):  # true actions: how `genie playtest` replays the game
+        if info.get(key) is not None:
+            meta["actions"][key] = info[key]
+    trained_on = {TOKENS_KEY: meta["fingerprints"].get(TOKENS_KEY)}
+    if source == "lam":
+        trained_on["lam"] = meta["fingerprints"].get("lam")
+    meta["dynamics_trained_on"] = trained_on
+
+
+# skip-block decoding (`genie.engine.carry_unchanged`), for dynamics over code ids
+CARRY_DEFAULTS = {"carry_unchanged": True, "carry_margin": 0}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a world samples its frames: world.json "sampling" over the dynamics'
+    `sampling_defaults()`; `replace` applies a caller's overrides (the one place they meet)."""
+
+    steps: int  # MaskGIT / denoising steps per generated frame
+    steps_key: str  # what world.json calls them ("maskgit_steps", "diffusion_steps")
+    temperature: float | None = None  # None: the dynamics' own default
+    carry_unchanged: bool = False  # ids only: unchanged tokens keep the last frame's pixels
+    carry_margin: int = 0  # ...and so do their neighbours within this many patches
+    options: dict[str, Any] = field(default_factory=dict)  # more sample_next keywords
+
+    @classmethod
+    def of(cls, dynamics, saved: dict[str, Any]) -> Sampling:
+        defaults = dict(dynamics.sampling_defaults())
+        if dynamics.representation == "ids":
+            defaults.update(CARRY_DEFAULTS)
+        values = {**defaults, **{k: v for k, v in saved.items() if k in defaults}}
+        steps_key = next(k for k in defaults if k.endswith("_steps"))
+        return cls(
+            steps=int(values.pop(steps_key)),
+            steps_key=steps_key,
+            temperature=values.pop("temperature", None),
+            carry_unchanged=bool(values.pop("carry_unchanged", False)),
+            carry_margin=int(values.pop("carry_margin", 0)),
+            options=values,
+        )
+
+    def replace(self, **overrides) -> Sampling:
+        """A copy with the given settings (None: keep this one's)."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as world.json writes them."""
+        out = {self.steps_key: self.steps, **self.options}
+        if self.temperature is not None:
+            out["temperature"] = self.temperature
+        if self.carry_unchanged or self.carry_margin:
+            out.update(carry_unchanged=self.carry_unchanged, carry_margin=self.carry_margin)
+        return out
 
 
 def set_action_labels(
@@ -324,6 +366,10 @@ class World:
         if not keys or len(keys) != self.num_actions:
             keys = default_keys(self.action_labels)
         return [list(k) for k in keys]
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling.of(self.dynamics, self.meta.get("sampling", {}))
 
     @property
     def context_frames(self) -> int:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from genie.engine import WorldEngine
+from genie.engine import WorldEngine, carry_unchanged
 from genie.errors import UserError
 from worlds import example_images, make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
 
@@ -287,3 +287,82 @@ def test_carry_unchanged_keeps_the_start_image_where_tokens_repeat(world, monkey
     carry.undo()
     assert torch.equal(carry._shown[1], ids0)  # undo restores what is shown
     assert np.array_equal(carry.step(0), b)
+
+
+def test_carry_unchanged_keeps_pixels_where_tokens_and_their_neighbours_did_not_change():
+    prev = torch.rand(1, 32, 32, 3)
+    new = torch.rand(1, 32, 32, 3)
+    prev_ids = torch.zeros(1, 8, 8, dtype=torch.long)
+    new_ids = prev_ids.clone()
+    new_ids[0, 2, 5] = 7  # one token changed
+    out = carry_unchanged(new, prev, new_ids, prev_ids, patch_size=4, margin=1)
+    changed = torch.zeros(32, 32, dtype=torch.bool)
+    changed[4:16, 16:28] = True  # the changed patch and its 3x3 neighbourhood: decoded
+    assert torch.equal(out[0][changed], new[0][changed])
+    assert torch.equal(out[0][~changed], prev[0][~changed])  # elsewhere: the previous pixels
+    assert torch.equal(carry_unchanged(new, prev, new_ids, new_ids + 1, 4), new)  # all changed
+    # along a sequence, pixels carry from the start frame through unchanged steps
+    frames = torch.rand(1, 3, 32, 32, 3)
+    ids = torch.stack([prev_ids, prev_ids, new_ids], dim=1)
+    shown, shown_ids, seq = prev, prev_ids, []
+    for k in range(3):  # as the engine shows them, step by step
+        shown = carry_unchanged(frames[:, k], shown, ids[:, k], shown_ids, 4, margin=1)
+        shown_ids = ids[:, k]
+        seq.append(shown)
+    seq = torch.stack(seq, dim=1)
+    assert torch.equal(seq[:, 0], prev) and torch.equal(seq[:, 1], prev)
+    assert torch.equal(seq[0, 2][~changed], prev[0][~changed])
+    # margin 0 (the default): only the changed patch itself is redrawn
+    out = carry_unchanged(new, prev, new_ids, prev_ids, patch_size=4)
+    assert torch.equal(out[0, 8:12, 20:24], new[0, 8:12, 20:24])
+    rest = torch.ones(32, 32, dtype=torch.bool)
+    rest[8:12, 20:24] = False
+    assert torch.equal(out[0][rest], prev[0][rest])
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+def test_a_batch_plays_what_each_player_plays_alone(world):
+    """B = 3 players stepped together (5-D frames, one seed each, prompt actions) see exactly
+    the frames three one-player engines with the same seeds see, bit for bit."""
+    prompts = np.stack([np.stack(example_images(SIZE, seed=s, n=2)) for s in range(3)])
+    prompt_actions = np.array([[0], [1], [2]])
+    actions = np.array([[0, 1, 2, 3, 4], [4, 4, 4, 4, 4], [1, 0, 1, 0, 3]])
+    batch = WorldEngine.load(world)
+    shown = batch.reset(prompts, seed=[7, 8, 9], actions=prompt_actions)
+    assert shown.shape == (3, SIZE, SIZE, 3) and batch.batch_size == 3
+    first = batch.step(actions[:, 0])
+    rest = batch.rollout(actions[:, 1:])
+    assert first.shape == (3, SIZE, SIZE, 3) and rest.shape == (3, 4, SIZE, SIZE, 3)
+    together = np.concatenate([first[:, None], rest], axis=1)
+    for i, seed in enumerate((7, 8, 9)):
+        alone = WorldEngine.load(world)
+        alone.reset(prompts[i], seed=seed, actions=prompt_actions[i])
+        np.testing.assert_array_equal(alone.rollout(actions[i]), together[i])
+    assert diff(together[0], together[1]) > 1.0  # the rows are different players
+    # one action for every player, undo of the whole batch, and an int seed (row i: seed + i)
+    np.testing.assert_array_equal(batch.undo(), together[:, -2])
+    assert batch.step("left").shape == (3, SIZE, SIZE, 3)
+    batch.reset(prompts, seed=7, actions=prompt_actions)
+    np.testing.assert_array_equal(batch.rollout(actions), together)
+
+
+def test_sample_futures_start_with_what_play_plays(world):
+    e = WorldEngine.load(world, seed=4)
+    e.reset(e.world.examples[1])
+    futures = e.sample_futures([0, 3, 3], samples=2)  # (K, S, H, W, 3)
+    np.testing.assert_array_equal(futures[:, 0], e.rollout([0, 3, 3]))
+
+
+def test_batch_input_errors(engine):
+    prompts = np.zeros((2, 1, SIZE, SIZE, 3), np.uint8)
+    with pytest.raises(UserError, match="seeds for 2 players"):
+        engine.reset(prompts, seed=[1, 2, 3])
+    with pytest.raises(UserError, match="actions between"):
+        engine.reset(prompts, actions=[[0, 1], [1, 2]])
+    engine.reset(prompts)
+    with pytest.raises(UserError, match=r"\(2, K\)"):
+        engine.rollout([[0, 1], [1, 2], [2, 3]])
+    with pytest.raises(UserError, match="unknown action"):
+        engine.step([0, 9])

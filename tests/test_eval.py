@@ -35,8 +35,9 @@ def write_test_split(root: Path, episodes: int = 4, length: int = 40) -> Path:
     return root
 
 
-def test_eval_writes_every_metric_and_a_report(tmp_path):
-    world = make_tiny_world(tmp_path / "world", num_actions=5, frame_size=32)
+def lam_world(path: Path) -> Path:
+    """A tiny random world with a random LAM whose latent actions the dynamics plays."""
+    world = make_tiny_world(path, num_actions=5, frame_size=32)
     torch.manual_seed(0)
     lam = LatentActionModel(
         LAMConfig(
@@ -54,6 +55,11 @@ def test_eval_writes_every_metric_and_a_report(tmp_path):
     meta = json.loads((world / "world.json").read_text())
     meta["actions"]["source"] = "lam"  # the dynamics plays latent actions: eval may name them
     (world / "world.json").write_text(json.dumps(meta))
+    return world
+
+
+def test_eval_writes_every_metric_and_a_report(tmp_path):
+    world = lam_world(tmp_path / "world")
     data = write_test_split(tmp_path / "data")
     out = tmp_path / "eval"
     rc = main(
@@ -137,3 +143,31 @@ def test_latents_without_a_clear_meaning_get_generic_names():
     latent = np.where(true == 1, 0, rng.integers(1, 3, size=4000))  # 0: right; 1, 2: noise
     names, _ = name_latent_actions(latent, true, 4, labels)
     assert names == ["right", "action 1", "action 2", "unused 3"]
+
+
+def test_eval_measures_the_frames_the_engine_plays(tmp_path, monkeypatch):
+    """The rollouts `genie eval` scores are the frames a one-player engine shows for the same
+    seed, prompt and actions, bit for bit (so a number in a report is what a player sees)."""
+    import genie.evaluate
+    from genie.engine import WorldEngine
+
+    world, data = lam_world(tmp_path / "world"), write_test_split(tmp_path / "data")
+    played = []
+    real = genie.evaluate.play_clips
+
+    def spy(engine, frames, actions, context, horizon, seeds, random_actions):
+        out = real(engine, frames, actions, context, horizon, seeds, random_actions)
+        played.append((frames, actions, seeds, random_actions, out))
+        return out
+
+    monkeypatch.setattr(genie.evaluate, "play_clips", spy)
+    argv = ["eval", "--world", world, "--data", data, "--out", tmp_path / "eval", "--seed", 3]
+    assert main([str(a) for a in argv + ["--episodes", 3, "--context", 2, "--batch-size", 2]]) == 0
+    assert [len(p[2]) for p in played] == [2, 1] and [p[2] for p in played] == [[3, 4], [5]]
+    one = WorldEngine.load(world)
+    for frames, actions, seeds, random_actions, out in played:
+        for i, seed in enumerate(seeds):
+            one.reset(frames[i, :2], seed=seed, actions=actions[i, :1])
+            np.testing.assert_array_equal(one.rollout(actions[i, 1:17]), out.frames[i])
+            one.reset(frames[i, :2], seed=seed, actions=actions[i, :1])
+            np.testing.assert_array_equal(one.rollout(random_actions[i]), out.random[i])

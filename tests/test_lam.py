@@ -6,9 +6,9 @@ import pytest
 import torch
 from synthetic import ACTIONS, make_batch
 
+from genie.images import to_float
 from genie.lam import LAMConfig, LatentActionModel
 from genie.metrics import best_mapping_accuracy
-from genie.tokenizer import to_float_frames
 
 # The LAM's patches are 4 px and the sprite moves 4 px per step: an action then looks the same
 # wherever the sprite is. (With moves smaller than a patch, "up" seen at two offsets inside a
@@ -147,7 +147,7 @@ def test_warmup_passes_latents_then_seeds_the_codebook(tmp_path):
     model = LatentActionModel(tiny_config(**{**LEARNS, "vq_warmup_steps": 3})).train()
     before = model.vq.codebook.detach().clone()
     batch = make_batch(4, 5, seed=0, **WORLD)
-    z = model._encode(to_float_frames(batch["frames"]) * 2 - 1, update_stats=False)
+    z = model._encode(to_float(batch["frames"]) * 2 - 1, update_stats=False)
     assert not torch.allclose(model._quantize(z).quantized, model.vq(z).quantized)  # raw latents
     for _ in range(2):
         model.compute_loss(batch)

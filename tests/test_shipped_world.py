@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from genie.engine import WorldEngine
 
@@ -36,3 +37,15 @@ def test_shipped_world_plays_from_its_examples(engine):
     greedy.reset(examples[1])
     outs = greedy.what_if()
     assert len({o.tobytes() for o in outs}) > 1
+
+
+def test_shipped_world_plays_as_it_always_did(engine):
+    """Frames played from two start images with fixed seeds equal those recorded before the
+    batched engine, the shared image helpers and world.json's relative data paths
+    (tests/data/shipped_world_play.png: one row per prompt, start frame then 10 steps)."""
+    want = np.asarray(Image.open(Path(__file__).parent / "data" / "shipped_world_play.png"))
+    rows = []
+    for example, seed, actions in ((0, 0, [a % 8 for a in range(10)]), (3, 7, [5] * 5 + [2] * 5)):
+        start = engine.reset(engine.world.examples[example], seed=seed)
+        rows.append(np.concatenate([start, *engine.rollout(actions)], axis=1))
+    np.testing.assert_array_equal(np.concatenate(rows, axis=0), want)

@@ -115,31 +115,3 @@ def test_learns_to_reconstruct_held_out_clips():
     metrics = model.evaluate(make_batch(16, 4, seed=10_000))  # held-out episodes
     assert metrics["psnr"] >= 18.5, metrics
     assert metrics["codebook_usage"] >= 0.3, metrics
-
-
-def test_carry_unchanged_keeps_pixels_where_tokens_and_their_neighbours_did_not_change():
-    from genie.tokenizer import carry_unchanged, carry_unchanged_sequence
-
-    prev = torch.rand(1, 32, 32, 3)
-    new = torch.rand(1, 32, 32, 3)
-    prev_ids = torch.zeros(1, 8, 8, dtype=torch.long)
-    new_ids = prev_ids.clone()
-    new_ids[0, 2, 5] = 7  # one token changed
-    out = carry_unchanged(new, prev, new_ids, prev_ids, patch_size=4, margin=1)
-    changed = torch.zeros(32, 32, dtype=torch.bool)
-    changed[4:16, 16:28] = True  # the changed patch and its 3x3 neighbourhood: decoded
-    assert torch.equal(out[0][changed], new[0][changed])
-    assert torch.equal(out[0][~changed], prev[0][~changed])  # elsewhere: the previous pixels
-    assert torch.equal(carry_unchanged(new, prev, new_ids, new_ids + 1, 4), new)  # all changed
-    # along a sequence, pixels carry from the start frame through unchanged steps
-    frames = torch.rand(1, 3, 32, 32, 3)
-    ids = torch.stack([prev_ids, prev_ids, new_ids], dim=1)
-    seq = carry_unchanged_sequence(frames, ids, prev, prev_ids, 4, margin=1)
-    assert torch.equal(seq[:, 0], prev) and torch.equal(seq[:, 1], prev)
-    assert torch.equal(seq[0, 2][~changed], prev[0][~changed])
-    # margin 0 (the default): only the changed patch itself is redrawn
-    out = carry_unchanged(new, prev, new_ids, prev_ids, patch_size=4)
-    assert torch.equal(out[0, 8:12, 20:24], new[0, 8:12, 20:24])
-    rest = torch.ones(32, 32, dtype=torch.bool)
-    rest[8:12, 20:24] = False
-    assert torch.equal(out[0][rest], prev[0][rest])

@@ -43,17 +43,10 @@ def write_grid(path: Path, rows: list[np.ndarray], scale: int, gap: int = 2) -> 
     """PNG of frame rows: rows[i] (K, H, W, 3) -> row i of the image, `gap` black pixels apart."""
     from PIL import Image
 
-    k, h, w, _ = rows[0].shape
-    hs, ws = h * scale + gap, w * scale + gap
-    grid = np.zeros((len(rows) * hs - gap, k * ws - gap, 3), np.uint8)
-    for r, frames in enumerate(rows):
-        big = frames.repeat(scale, axis=1).repeat(
-            scale, axis=2
-        )  # nearest-neighbour: pixel art stays sharp
-        for c in range(len(frames)):
-            grid[r * hs : r * hs + h * scale, c * ws : c * ws + w * scale] = big[c]
+    from genie.images import grid
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
+    Image.fromarray(grid(np.stack(rows), gap=gap, scale=scale)).save(path)
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:

@@ -131,23 +131,12 @@ def load_actions(path: Path, sources: list[VideoSource]) -> dict[str, np.ndarray
 # ---------------------------------------------------------------------------- decoding
 
 
-def _square(img, size: int) -> np.ndarray:
-    """Center-crop a PIL image to a square and resize it: (size, size, 3) uint8."""
-    from PIL import Image
-
-    w, h = img.size
-    s = min(w, h)
-    left, top = (w - s) // 2, (h - s) // 2
-    img = img.convert("RGB")
-    return np.asarray(
-        img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + s, top + s))
-    )
-
-
 def decode_video(path: Path, size: int, fps: float | None) -> Decoded:
     """Decode, square and (with `fps`) subsample one video. Raises av.FFmpegError, OSError or
     ValueError for files that cannot be decoded."""
     import av
+
+    from genie.images import fit_square
 
     frames, kept, n_source = [], [], 0
     with av.open(str(path)) as container:
@@ -166,7 +155,7 @@ def decode_video(path: Path, size: int, fps: float | None) -> Decoded:
                     continue
                 while next_t <= t + 1e-6:
                     next_t += 1.0 / fps
-            frames.append(_square(frame.to_image(), size))
+            frames.append(fit_square(frame.to_image(), size))
             kept.append(i)
     out_fps = src_fps if fps is None else (min(fps, src_fps) if src_fps else fps)
     stacked = np.stack(frames) if frames else np.zeros((0, size, size, 3), np.uint8)
@@ -177,10 +166,12 @@ def decode_frames(files: list[Path], size: int) -> np.ndarray:
     """A folder's images, in name order: (L, size, size, 3) uint8."""
     from PIL import Image
 
+    from genie.images import fit_square
+
     out = []
     for p in files:
         with Image.open(p) as img:
-            out.append(_square(img, size))
+            out.append(fit_square(img, size))
     return np.stack(out)
 
 

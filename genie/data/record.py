@@ -382,17 +382,10 @@ def _import_atari():
     return gymnasium
 
 
-def _resize(frame: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    if frame.shape[:2] == (size, size):
-        return frame
-    # the whole screen squashed to a square (as DIAMOND does); PIL's bilinear antialiases
-    return np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BILINEAR))
-
-
 def record_atari_episode(env, level: int, actions: np.ndarray, size: int) -> dict[str, np.ndarray]:
     """Play one episode from env.reset(seed=level); a game over resets and flags `firsts`."""
+    from genie.images import fit_square
+
     steps = len(actions)
     frames = np.empty((steps, size, size, 3), np.uint8)
     rewards = np.zeros(steps, np.float32)
@@ -400,7 +393,8 @@ def record_atari_episode(env, level: int, actions: np.ndarray, size: int) -> dic
     obs, _ = env.reset(seed=level)
     first = True
     for t in range(steps):
-        frames[t], firsts[t] = _resize(obs, size), first
+        frames[t] = fit_square(obs, size, crop=False)  # the whole screen squashed (DIAMOND)
+        firsts[t] = first
         obs, rewards[t], terminated, truncated, _ = env.step(int(actions[t]))
         first = terminated or truncated
         if first:
