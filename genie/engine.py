@@ -12,7 +12,9 @@
     engine.rollout(actions)                    # actions (B, K) -> uint8 (B, K, H, W, 3)
 
 Row i of a batch draws its randomness from its own generator (seed i), so B players stepped
-together see exactly the frames each would see alone. Each generated frame costs the
+together draw what each would draw alone, and see the same frames up to float rounding
+(matrix kernels may round a batch of B differently from a batch of 1): bit for bit on a token
+world here (tests/test_engine.py), within a grey level on a diffusion one. Each generated frame costs the
 dynamics' sampling passes over one frame against its context cache, one pass to commit it, and
 one cached decoder step: the context is never recomputed, and the window slides past the
 trained length so play never has to stop. The dynamics backend is reached only through its
