@@ -65,7 +65,7 @@ const mark = () => {
   buttons.forEach((b) => b.classList.toggle("held", now !== null && Number(b.dataset.action) === now));
   if (!clockBox) return;
   clockBox.dataset.clock = clock;
-  clockBox.querySelector(".genie-clock-verb").textContent = clock === "running" ? "⏸ Pause" : "▶ Run";
+  clockBox.querySelector(".genie-clock-verb").textContent = clock === "running" ? "Pause" : "▶ Run";
   clockBox.querySelector(".genie-clock-state").textContent = clockText[clock];
 };
 
