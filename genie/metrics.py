@@ -1,5 +1,5 @@
-"""Every number a world is judged by, in one module (DESIGN.md "Metrics", "Judge a world by
-playing it"). Frames are float in [0, 1] with the frame as the last three axes, (..., H, W, 3),
+"""Every number a world is judged by, in one module (`genie eval`, `genie playtest`, training
+validation). Frames are float in [0, 1] with the frame as the last three axes, (..., H, W, 3),
 unless a function says otherwise; a function returns one value per frame, (...).
 
 * `psnr`: per-frame PSNR, capped (identical frames would be infinite and dominate means).

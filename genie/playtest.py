@@ -1,4 +1,4 @@
-"""`genie playtest`: judge a world the way it is used (DESIGN.md "Judge a world by playing it").
+"""`genie playtest`: judge a world the way it is used: holding keys from one start frame.
 
 From ONE start frame per test level, the real game and the world are played side by side
 under the same scripted, held-key play; the game is re-played from the level seed (procgen
@@ -239,18 +239,11 @@ def play_world(
     engine, starts: np.ndarray, actions: np.ndarray, seed: int = 0, progress: bool = False
 ) -> np.ndarray:
     """The world from each start frame under its actions: starts uint8 (B, H, W, 3), world
-    action ids (B, K) -> uint8 (B, K, H, W, 3). One B = 1 engine rollout per start, each
-    reseeded, through the same `WorldEngine` the playground uses."""
-    from tqdm import tqdm
-
-    out = []
-    pairs = zip(starts, actions, strict=True)
-    for start, acts in tqdm(
-        pairs, total=len(starts), desc="world", disable=not progress, leave=False
-    ):
-        engine.reset(start, seed=seed)
-        out.append(engine.rollout([int(a) for a in acts]))
-    return np.stack(out)
+    action ids (B, K) -> uint8 (B, K, H, W, 3). One batched rollout of the `WorldEngine` the
+    playground uses; every row draws from its own generator seeded `seed`, so a row plays as
+    that level would alone."""
+    engine.reset(starts[:, None], seed=[seed] * len(starts))  # (B, T=1, H, W, 3) prompts
+    return engine.rollout(np.asarray(actions), progress=progress)
 
 
 # ---------------------------------------------------------------------------- the play test
@@ -384,7 +377,7 @@ def run(args: argparse.Namespace) -> int:
         world.action_labels,
         actions.get("game_actions") if actions.get("source") == "true" else None,
     )
-    engine = WorldEngine(world, seed=args.seed)
+    engine = WorldEngine(world, seed=args.seed, max_undo=0)  # nothing to undo here
     player = partial(play_world, engine, seed=args.seed, progress=True)
     print(f"play test: {len(levels)} levels x {len(scripts)} scripts x {args.horizon} frames")
     metrics, frames = run_playtest(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from genie.playtest import MOVE_PX, SCRIPTS
+from genie.playtest import MOVE_PX, REANCHOR_PX, SCRIPTS
 from genie.video import tile, upscale, write_video
 
 SHOW_LEVELS = 3  # levels shown in each strip and GIF
@@ -107,7 +107,8 @@ def write_report(out: Path, metrics: dict, frames: dict[str, dict[str, np.ndarra
         "averaged over levels; SSIM is pytorch-msssim's (11x11 Gaussian window). Sharpness = the "
         "world frame's mean gradient magnitude / the game frame's (blur < 1). Colour drift = "
         "|difference of per-channel means|, % of range. Scroll = content shift of frame t "
-        "against the start by phase correlation, tracked through re-anchored frames; direction "
+        "against the start by Fourier-domain correlation, tracked through newer anchor frames "
+        f"once the content moved {REANCHOR_PX} px; direction "
         f"agreement counts axes and frames where the game scrolled >= {MOVE_PX} px. "
         "'all frames' pools t = 1..horizon.",
         "",

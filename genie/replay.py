@@ -18,11 +18,13 @@ GamePlayer = Callable[[list[int], np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def _resize(frames: np.ndarray, size: int) -> np.ndarray:
-    from genie.data.record import _resize as resize_one
+    """uint8 (..., H, W, 3) -> (..., size, size, 3), resampled as the recorder does."""
+    from genie.images import fit_square
 
-    if frames.shape[-2] == size:
+    if frames.shape[-3:-1] == (size, size):
         return frames
-    return np.stack([resize_one(f, size) for f in frames.reshape(-1, *frames.shape[-3:])]).reshape(
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    return np.stack([fit_square(f, size, crop=False) for f in flat]).reshape(
         *frames.shape[:-3], size, size, 3
     )
 
