@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from einops import rearrange
 from PIL import Image, ImageDraw
 
+from genie.images import grid
 from genie.playtest import MOVE_PX, REANCHOR_PX, SCRIPTS
-from genie.video import tile, upscale, write_video
+from genie.video import write_video
 
 SHOW_LEVELS = 3  # levels shown in each strip and GIF
 SCALE = 2  # nearest-neighbour upscale of 64x64 frames
@@ -21,36 +23,28 @@ def strip(game: np.ndarray, world: np.ndarray, columns: list[int], levels: list[
     """uint8 image: per level a game row above a world row, frames at `columns` (0 = start)
     left to right, labelled. game, world: uint8 (L, K+1, H, W, 3)."""
     n = min(SHOW_LEVELS, len(game))
+    pairs = np.stack([game[:n, columns], world[:n, columns]], 1)  # (n, 2, C, H, W, 3)
+    blocks = grid(pairs, GAP, SCALE)  # (n, 2h + GAP, C*(w + GAP) - GAP, 3)
     h, w = game.shape[2] * SCALE, game.shape[3] * SCALE
-    rows = []
-    for i in range(n):
-        for frames in (game[i], world[i]):
-            row = tile(upscale(frames[columns], SCALE)[:, None], GAP)[0]  # (h, cols*(w+gap)-gap, 3)
-            rows.append(row)
-    height = HEADER_H + n * (2 * h + GAP) + (n - 1) * 2 * GAP
-    img = Image.new("RGB", (LABEL_W + rows[0].shape[1], height), (255, 255, 255))
+    height = HEADER_H + n * blocks.shape[1] + (n - 1) * 3 * GAP
+    img = Image.new("RGB", (LABEL_W + blocks.shape[2], height), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     for c, t in enumerate(columns):
         draw.text((LABEL_W + c * (w + GAP) + 2, 1), "start" if t == 0 else f"t={t}", fill=(0, 0, 0))
-    y = HEADER_H
     for i in range(n):
-        for r, name in enumerate(("game", "world")):
-            img.paste(Image.fromarray(rows[2 * i + r]), (LABEL_W, y))
-            draw.text((2, y + h // 2 - 12), name, fill=(0, 0, 0))
-            if r == 0:
-                draw.text((2, y + h // 2), str(levels[i]), fill=(110, 110, 110))
-            y += h + GAP
-        y += 2 * GAP
+        y = HEADER_H + i * (blocks.shape[1] + 3 * GAP)
+        img.paste(Image.fromarray(blocks[i]), (LABEL_W, y))
+        draw.text((2, y + h // 2 - 12), "game", fill=(0, 0, 0))
+        draw.text((2, y + h // 2), str(levels[i]), fill=(110, 110, 110))
+        draw.text((2, y + h + GAP + h // 2 - 6), "world", fill=(0, 0, 0))
     return np.asarray(img)
 
 
 def side_by_side(game: np.ndarray, world: np.ndarray) -> np.ndarray:
     """uint8 (K+1, H', W', 3): per frame, a row per level (up to SHOW_LEVELS) of game | world."""
     n = min(SHOW_LEVELS, len(game))
-    rows = [tile(np.stack([game[i], world[i]]), 2 * GAP) for i in range(n)]  # (K+1, H, 2W+g, 3)
-    gap = np.full((rows[0].shape[0], 2 * GAP, *rows[0].shape[2:]), 255, np.uint8)
-    parts = [x for r in rows for x in (r, gap)][:-1]
-    return np.concatenate(parts, axis=1)
+    pairs = np.stack([game[:n], world[:n]], 2)  # (n, K+1, 2, H, W, 3)
+    return grid(rearrange(pairs, "n k two h w c -> k n two h w c"), 2 * GAP)
 
 
 def _fmt(v, spec: str) -> str:
