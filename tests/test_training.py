@@ -123,9 +123,23 @@ def test_train_tokenizer_writes_run_and_world(data, tmp_path):
     meta = json.loads((world / "world.json").read_text())
     info = meta["training"]["tokenizer"]
     assert info["steps"] == 3 and info["preset"] == "tiny" and info["processes"] == 1
+    # the data as given and what it holds: no machine's path is made up
+    assert info["data"] == str(data) and info["dataset"]["splits"]["train"]["episodes"] == 6
 
     assert genie("plot", run, "--out", tmp_path / "curves.png") == 0
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_tiny_preset_fits_64px_frames(tmp_path, capsys):
+    """The tiny preset is sized for 32x32 frames; on 64x64 data (CoinRun's size) its patches
+    double, so the token grid, and so the training cost per frame, stay the preset's."""
+    big = write_dataset(tmp_path / "big", episodes=4, length=8, val_episodes=1, size=64)
+    world = tmp_path / "world"
+    for part in ("tokenizer", "lam"):
+        assert train(part, big, world, tmp_path / part, "--steps", 2) == 0
+        config = load_part(world, part).config
+        assert config.frame_size == 64 and config.patch_size == 8 and config.grid == (8, 8)
+    assert "patch_size 4 -> 8" in capsys.readouterr().out
 
 
 def test_lam_then_dynamics_on_latent_actions(data, tmp_path):
@@ -176,6 +190,52 @@ def test_resumed_run_equals_uninterrupted_run(part, data, tmp_path):
     assert [r["step"] for r in logs["resumed"]] == [r["step"] for r in logs["straight"]]
     losses = {n: [float(r["loss"] or 0) for r in rows] for n, rows in logs.items()}
     assert losses["resumed"] == pytest.approx(losses["straight"], rel=1e-5)
+
+
+def test_first_row_after_a_crash_averages_every_step_since_the_last_row(
+    data, tmp_path, monkeypatch
+):
+    """A run killed after a checkpoint between two log rows: once resumed, the next row averages
+    the steps before the crash too, as the uninterrupted run's row does."""
+    import training.checkpoint
+
+    preset = json.loads((presets.PRESETS_DIR / "tiny" / "tokenizer.json").read_text())
+    preset["train"]["ckpt_every"] = 1
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "tokenizer.json").write_text(json.dumps(preset))
+    argv = ["--preset", tmp_path / "p", "--log-every", 3, "--eval-batches", 1, "--steps", 6]
+    release = training.checkpoint.release
+
+    def crash_at_4(world, part, model, ema, info):
+        release(world, part, model, ema, info)
+        if info["steps"] == 4:
+            raise KeyboardInterrupt  # the process dies after step 4's checkpoint
+
+    rows = {}
+    for name in ("straight", "crashed"):
+        run = tmp_path / name
+        cmd = [
+            "train",
+            "tokenizer",
+            "--data",
+            data,
+            "--world",
+            tmp_path / f"w-{name}",
+            "--run-dir",
+            run,
+        ]
+        if name == "crashed":
+            monkeypatch.setattr(training.checkpoint, "release", crash_at_4)
+            assert genie(*cmd, *argv) == 130
+            monkeypatch.setattr(training.checkpoint, "release", release)
+            assert genie(*cmd, "--resume", "--log-every", 3, "--eval-batches", 1) == 0
+        else:
+            assert genie(*cmd, *argv) == 0
+        rows[name] = {r["step"]: r for r in read_csv(run / "metrics.csv") if r["loss"]}
+    assert list(rows["crashed"]) == list(rows["straight"]) == ["3", "6"]
+    assert float(rows["crashed"]["6"]["loss"]) == pytest.approx(
+        float(rows["straight"]["6"]["loss"]), rel=1e-5
+    )
 
 
 # ---------------------------------------------------------------------- two processes

@@ -1,7 +1,9 @@
 """`genie bench train`: training throughput of each part at a preset's sizes, on random data.
 
-For each part: one optimizer step (compute_loss, backward, clip, AdamW) on random uint8
-frames (dynamics: random tokens and actions) shaped like the preset's batches. Reports
+For each part kind of the registry (tokenizer, lam, dynamics = MaskGIT, diffusion): one
+optimizer step (compute_loss, backward, clip, AdamW) on random uint8 frames and actions shaped
+like the preset's batches (a dynamics gets them as its `make_batch` makes them, through a
+random tokenizer of the preset's size). Reports
 frames/s (tokens/s for the dynamics), the model FLOPs of one step (forward + backward,
 counted by torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions, attention; no
 elementwise ops), the GFLOP/s that makes, and its fraction of this machine's fp32 peak,
@@ -17,7 +19,7 @@ import os
 import statistics
 import time
 
-PARTS = ("tokenizer", "lam", "dynamics")
+from genie.registry import KINDS, SLOTS
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -27,7 +29,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per part (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     p.add_argument(
-        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="parts to measure"
+        "--parts",
+        nargs="+",
+        choices=list(KINDS),
+        default=list(SLOTS),
+        help="part kinds to measure (default: tokenizer lam dynamics; diffusion: the diffusion "
+        "dynamics)",
     )
     p.add_argument("--json", action="store_true", help="print JSON only")
 
@@ -47,38 +54,37 @@ def measure_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def build(part: str, preset_name: str):
-    """(model, batch, train config) for one part at the preset's sizes."""
+    """(model, batch, train config) for one part kind at the preset's sizes."""
     import torch
 
     from genie.pretrained import config_from_dict
+    from genie.registry import kind
     from training import presets
-    from training.parts import model_class
 
+    k = kind(part)
     preset = presets.load(preset_name, part)
     cfg = preset.train
     b, t = cfg.batch_size, cfg.clip_len
     g = torch.Generator().manual_seed(0)
     model_cfg = dict(preset.model)
-    if (
-        part == "dynamics"
-    ):  # vocabulary and grid come from the preset's tokenizer, actions from its LAM
-        tok = config_from_dict(
-            presets.config_class("tokenizer"), presets.load(preset_name, "tokenizer").model
-        )
-        lam = config_from_dict(presets.config_class("lam"), presets.load(preset_name, "lam").model)
-        model_cfg.update(vocab_size=tok.num_codes, grid=list(tok.grid), num_actions=lam.num_actions)
-    config = config_from_dict(presets.config_class(part), model_cfg)
+    tokenizer = None
+    if k.slot == "dynamics":  # what the world's frozen parts fix: the preset's tokenizer and LAM
+        torch.manual_seed(0)
+        tok = kind("tokenizer")
+        tokenizer = tok.model_class(
+            config_from_dict(tok.config_class, presets.load(preset_name, "tokenizer").model)
+        ).eval()
+        lam = config_from_dict(kind("lam").config_class, presets.load(preset_name, "lam").model)
+        model_cfg.update(k.model_class.fixed_config(tokenizer, lam.num_actions))
+    config = config_from_dict(k.config_class, model_cfg)
     torch.manual_seed(0)
-    model = model_class(part)(config).train()
-    if part == "dynamics":
-        h, w = config.grid
-        batch = {
-            "tokens": torch.randint(0, config.vocab_size, (b, t, h, w), generator=g),
-            "actions": torch.randint(0, config.num_actions, (b, t - 1), generator=g),
-        }
-    else:
-        s = config.frame_size
-        batch = {"frames": torch.randint(0, 256, (b, t, s, s, 3), dtype=torch.uint8, generator=g)}
+    model = k.model_class(config).train()
+    s = (tokenizer or model).config.frame_size
+    raw = {
+        "frames": torch.randint(0, 256, (b, t, s, s, 3), dtype=torch.uint8, generator=g),
+        "actions": torch.randint(0, getattr(config, "num_actions", 1), (b, t), generator=g),
+    }
+    batch = k.model_class.make_batch(raw, tokenizer) if tokenizer is not None else raw
     return model, batch, cfg
 
 
@@ -110,7 +116,7 @@ def measure(part: str, preset_name: str, steps: int, warmup: int, peak: float) -
         step()
         times.append(time.perf_counter() - t)
     sec = statistics.median(times)  # robust to a step slowed down by another process
-    b, t_ = (batch["tokens"] if part == "dynamics" else batch["frames"]).shape[:2]
+    b, t_ = batch["frames"].shape[:2]
     row = {
         "part": part,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
@@ -121,9 +127,8 @@ def measure(part: str, preset_name: str, steps: int, warmup: int, peak: float) -
         "gflop_per_s": flops / sec / 1e9,
         "fraction_of_peak": flops / sec / 1e9 / peak,
     }
-    if part == "dynamics":
-        h, w = batch["tokens"].shape[2:]
-        row["tokens_per_s"] = b * t_ * h * w / sec
+    if hasattr(model.config, "tokens_per_frame"):  # a dynamics: its tokens are its work
+        row["tokens_per_s"] = b * t_ * model.config.tokens_per_frame / sec
     return row
 
 

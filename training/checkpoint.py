@@ -9,14 +9,18 @@
         optimizer.pt            AdamW state
         scheduler.pt            LR schedule state
         rng_<rank>.pt           python / numpy / torch RNG states of each process
+        process_<rank>.json     each process's metrics not yet logged (`RunningMeans`)
 
 Written to RUN_DIR/checkpoint.tmp, then renamed; the previous checkpoint is kept as
 checkpoint.old until the new one is in place, so a crash at any moment leaves a whole one.
-Released weights go to the world folder instead (`genie.world.export_part`).
+Released weights go to the world folder instead (`release`, through
+`genie.world.export_part`), with a record of how they were trained (`export_info`).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import random
 import shutil
@@ -69,6 +73,38 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@dataclasses.dataclass
+class Progress:
+    """Where a run is: optimizer steps, data order (epoch, batches into it), wall clock."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    elapsed_s: float = 0.0
+
+
+def trainer_state(settings, progress: Progress, part, num_processes: int) -> dict[str, Any]:
+    """trainer.json: what `--resume` needs besides the tensors (settings: `Settings`)."""
+    from training.parts import world_fingerprints
+
+    s = settings
+    return {
+        "part": s.part,
+        "preset": s.preset,
+        **dataclasses.asdict(progress),
+        "seed": s.seed,
+        "train": dataclasses.asdict(s.train),
+        "num_processes": num_processes,
+        "world": str(s.world),
+        "data": s.data,
+        "action_source": part.action_source,
+        "backend": s.backend,
+        "init_from": s.init_from,
+        "fingerprints": world_fingerprints(s.world, s.part, part.action_source),
+        "freeze_encoder": s.freeze_encoder,
+    }
+
+
 def save(
     run_dir: Path,
     accelerator,
@@ -77,14 +113,17 @@ def save(
     scheduler,
     ema,
     state: dict[str, Any],
+    process_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically. Called by every process (each saves its RNG state)."""
+    """Write a checkpoint atomically. Called by every process (each saves its RNG state and
+    its `process_state`)."""
     tmp, final, old = run_dir / (NAME + ".tmp"), run_dir / NAME, run_dir / (NAME + ".old")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     torch.save(rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
+    (tmp / f"process_{accelerator.process_index}.json").write_text(json.dumps(process_state or {}))
     if accelerator.is_main_process:
         model.save_pretrained(tmp / "model")
         buffers = {k: v.detach().contiguous().cpu() for k, v in model.named_buffers()}
@@ -123,8 +162,9 @@ def _load(path: Path) -> Any:
         raise UserError(f"{path} could not be read ({e}): start a new run") from None
 
 
-def load_training_state(path: Path, optimizer, scheduler, ema, rank: int) -> None:
-    """Restore optimizer, schedule, EMA and this process's RNG states in place."""
+def load_training_state(path: Path, optimizer, scheduler, ema, rank: int) -> dict[str, Any]:
+    """Restore optimizer, schedule, EMA and this process's RNG states in place; returns the
+    process state saved with them ({} for checkpoints from before it was saved)."""
     optimizer.load_state_dict(_load(path / "optimizer.pt"))
     scheduler.load_state_dict(_load(path / "scheduler.pt"))
     if ema is not None:
@@ -134,3 +174,40 @@ def load_training_state(path: Path, optimizer, scheduler, ema, rank: int) -> Non
             )
         ema.load_state_dict(_load(path / "ema.pt"))
     set_rng_state(_load(path / f"rng_{rank}.pt"))
+    process = path / f"process_{rank}.json"
+    return json.loads(process.read_text()) if process.is_file() else {}
+
+
+def export_info(settings, progress: Progress, part, accelerator, metrics: dict) -> dict[str, Any]:
+    """world.json "training.<part>": how the released weights were made. The data folder as it
+    was given and what it holds, never a machine's absolute path."""
+    from genie.data.format import open_dataset
+
+    s = settings
+    return {
+        "preset": s.preset,
+        "steps": progress.step,
+        "schedule_steps": s.train.steps,
+        "data": s.data,
+        "dataset": open_dataset(s.data).summary(),
+        "clip_len": s.train.clip_len,
+        "batch_size": s.train.batch_size * accelerator.num_processes,
+        "processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "wall_clock_s": round(progress.elapsed_s, 1),
+        **({"init_from": s.init_from} if s.init_from else {}),
+        **({"decoder_only": True} if s.freeze_encoder else {}),
+        "ema": s.train.ema_decay,
+        "metrics": metrics,
+        **part.export_info(),
+    }
+
+
+def release(world: Path, part: str, model: torch.nn.Module, ema, info: dict[str, Any]) -> None:
+    """Export the run's weights (the EMA weights when it keeps them) into the world folder."""
+    from genie.world import export_part
+
+    released = copy.deepcopy(model)
+    if ema is not None:
+        ema.copy_to(released.parameters())
+    export_part(world, part, released.eval(), info)

@@ -4,14 +4,15 @@ when a command runs, so `genie --help` stays fast."""
 from __future__ import annotations
 
 import argparse
+import sys
 
-PARTS = ("tokenizer", "lam", "dynamics")
+from genie.registry import BACKENDS, SLOTS
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     """The arguments of `genie train` (shared with `python -m training.train`)."""
     p.add_argument(
-        "part", choices=PARTS, help="which part to train (tokenizer, then lam, then dynamics)"
+        "part", choices=SLOTS, help="which part to train (tokenizer, then lam, then dynamics)"
     )
     p.add_argument(
         "--data",
@@ -51,7 +52,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--backend",
-        choices=("maskgit", "diffusion"),
+        choices=list(BACKENDS),
         help="dynamics only: MaskGIT over code ids (default) or diffusion over continuous latents "
         "(preset file <preset>/diffusion.json); taken from the checkpoint with --resume",
     )
@@ -130,3 +131,18 @@ def run_plot(args) -> int:
     out = plot(args.run_dir, args.out)
     print(f"wrote {out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.train PART ...` (what `accelerate launch -m training.train` runs):
+    `genie train`'s arguments, its one-line errors and exit code 2."""
+    from genie.errors import UserError
+
+    parser = argparse.ArgumentParser(prog="python -m training.train")
+    add_train_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_train(args)
+    except UserError as e:
+        print(f"genie train: error: {e}", file=sys.stderr)
+        return 2

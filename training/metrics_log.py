@@ -62,3 +62,51 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.6g}"
     return str(value)
+
+
+class RunningMeans:
+    """One process's training metrics since the last log row, and its throughput counts.
+
+    `row` averages them over the steps and the processes; the pending sums travel in the
+    checkpoint (`state_dict`), so after --resume the first row averages the same steps an
+    uninterrupted run's would, not only those after the resume."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.steps, self.frames, self.tokens, self.busy_s = 0, 0, 0, 0.0
+
+    def add(self, metrics: dict[str, float], frames: int, tokens: int, seconds: float) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.steps, self.frames, self.tokens = (
+            self.steps + 1,
+            self.frames + frames,
+            self.tokens + tokens,
+        )
+        self.busy_s += seconds  # spent training (not evaluating)
+
+    def row(self, accelerator) -> tuple[dict[str, float], dict[str, float]]:
+        """(metric means over steps and processes, {frames_per_s[, tokens_per_s]}); then starts
+        over. Every process must call it (it all-reduces)."""
+        import torch
+
+        keys = sorted(self.sums)
+        means = torch.tensor([self.sums[k] / self.steps for k in keys], device=accelerator.device)
+        means = accelerator.reduce(means, "mean")
+        counts = torch.tensor(
+            [self.frames, self.tokens, self.busy_s], device=accelerator.device, dtype=torch.float64
+        )
+        counts = accelerator.reduce(counts, "sum")
+        busy_s = counts[2].item() / accelerator.num_processes
+        speed = {"frames_per_s": counts[0].item() / busy_s}
+        if counts[1].item() > 0:
+            speed["tokens_per_s"] = counts[1].item() / busy_s
+        self.__init__()
+        return dict(zip(keys, means.tolist(), strict=True)), speed
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)

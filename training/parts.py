@@ -19,7 +19,7 @@ from torch import nn
 from genie.errors import UserError
 from genie.pretrained import config_from_dict
 from genie.world import load_part
-from training.presets import config_class
+from training.presets import config_class, fit_frame_size
 
 ACTION_SOURCES = ("lam", "true")
 
@@ -76,6 +76,10 @@ class Part:
                         f"dynamics {key} set to {value} (the preset says {model[key]})"
                     )
                 model[key] = value
+        elif isinstance(square_size(dataset.frame_size), int):
+            model, note = fit_frame_size(model, square_size(dataset.frame_size))
+            if note:
+                self.notes.append(f"{self.name} {note}")
         try:
             config = config_from_dict(config_class(self.kind or self.name), model)
         except (TypeError, ValueError) as e:  # a preset whose fields don't fit together
@@ -179,8 +183,10 @@ def make_part(
     """Load what the part needs from the world folder. Dynamics: the tokenizer, plus the LAM
     unless action_source == "true". Default action source: "lam" (Genie's setting; works on
     any video); "true" uses the dataset's recorded actions and must be asked for."""
-    if name not in ("tokenizer", "lam", "dynamics"):
-        raise UserError(f"unknown part '{name}' (expected tokenizer, lam or dynamics)")
+    from genie.registry import SLOTS, dynamics_kind
+
+    if name not in SLOTS:
+        raise UserError(f"unknown part '{name}' (expected one of {', '.join(SLOTS)})")
     if name != "dynamics":
         if action_source is not None or backend is not None:
             raise UserError("--action-source and --backend only apply to `genie train dynamics`")
@@ -196,8 +202,6 @@ def make_part(
     tokenizer = _load_needed(world_dir, "tokenizer")
     lam = _load_needed(world_dir, "lam") if source == "lam" else None
     labels = list(dataset.action_labels) if source == "true" and dataset.action_labels else None
-    from genie.registry import dynamics_kind
-
     part = Part(
         name,
         kind=dynamics_kind(backend).name,

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from genie.errors import UserError
+from genie.registry import KINDS
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-PARTS = ("tokenizer", "lam", "dynamics", "diffusion")  # registry kinds: <preset>/<kind>.json
+PARTS = tuple(KINDS)  # the registry's part kinds: <preset>/<kind>.json
 
 
 @dataclass
@@ -131,3 +133,31 @@ def load(name: str, part: str, overrides: dict[str, Any] | None = None) -> Prese
     train = dict(data.get("train", {}))
     train.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return Preset(name=name, part=part, model=model, train=make_train_config(train, str(path)))
+
+
+def fit_frame_size(model: dict[str, Any], size: int) -> tuple[dict[str, Any], str | None]:
+    """A preset's "model" section for frames of `size` pixels: the patch scales with the frame,
+    so the token grid stays the preset's (a conv stem gains a stage, at its first width, per
+    doubling, or loses its first per halving). Unchanged (and a note of None) when the frames
+    already fit or no power-of-two scaling fits them."""
+    have, patch = model.get("frame_size"), model.get("patch_size")
+    if have is None or patch is None or have == size:
+        return model, None
+    ratio = size / have
+    doublings = round(math.log2(ratio))
+    if 2.0**doublings != ratio or patch * ratio < 1 or patch * ratio != int(patch * ratio):
+        return model, None
+    out = {**model, "frame_size": size, "patch_size": int(patch * ratio)}
+    widths = list(model.get("conv_widths") or [])
+    if widths:
+        if doublings > 0:
+            out["conv_widths"] = [widths[0]] * doublings + widths
+        elif len(widths) + doublings >= 1:
+            out["conv_widths"] = widths[-doublings:]
+        else:
+            return model, None
+    grid = size // out["patch_size"]
+    note = f"patch_size {patch} -> {out['patch_size']}"
+    if widths:
+        note += f", conv_widths {widths} -> {out['conv_widths']}"
+    return out, f"{note}: the preset's {grid}x{grid} token grid at {size}x{size} frames"

@@ -19,13 +19,7 @@ def summary(root: str | Path, manifest: Manifest | None = None) -> dict[str, Any
     size = sum(p.stat().st_size for p in (Path(root) / "shards").rglob("*.npy"))
     return {
         "path": str(root),
-        "episodes": len(m.episodes),
-        "frames": m.num_frames,
-        "frame_size": list(m.frame_size),
-        "fps": m.fps,
-        "source": m.source,
-        "action_space": m.action_space,
-        "splits": m.splits(),
+        **m.summary(),
         "shards": len({e.shard for e in m.episodes}),
         "bytes": size,
     }

@@ -85,6 +85,18 @@ class Manifest:
     def num_frames(self) -> int:
         return sum(e.length for e in self.episodes)
 
+    def summary(self) -> dict[str, Any]:
+        """What the data is, without where it is (`genie data info`; recorded in world.json)."""
+        return {
+            "episodes": len(self.episodes),
+            "frames": self.num_frames,
+            "frame_size": list(self.frame_size),
+            "fps": self.fps,
+            "source": self.source,
+            "action_space": self.action_space,
+            "splits": self.splits(),
+        }
+
     def splits(self) -> dict[str, dict[str, int]]:
         """{split: {"episodes": n, "frames": n}} in first-seen order."""
         out: dict[str, dict[str, int]] = {}

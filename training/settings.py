@@ -1,0 +1,116 @@
+"""What a training run trains with: a preset's settings for a fresh run, the checkpoint's when
+resuming (flags may change what is safe to change: steps, learning rate)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from genie.errors import UserError
+from training import checkpoint, presets
+
+
+def default_run_dir(world: str | Path, part: str) -> Path:
+    return Path("runs") / f"{Path(world).resolve().name}-{part}"
+
+
+@dataclasses.dataclass
+class Settings:
+    part: str  # the world slot trained: tokenizer | lam | dynamics
+    run_dir: Path
+    world: Path
+    data: str  # the dataset folder as given (world.json records it so, never made absolute)
+    preset: str  # preset name (or folder)
+    model: dict[str, Any] | None  # preset "model" section; None when resuming (checkpoint's)
+    train: presets.TrainConfig
+    seed: int
+    stop_at: int  # the step this invocation stops at (<= train.steps)
+    action_source: str | None  # dynamics: "lam" | "true"; None: default
+    backend: str | None = None  # dynamics: "maskgit" | "diffusion"; None: default (maskgit)
+    init_from: str | None = None  # part folder the weights started from, as given
+    freeze_encoder: bool = False  # tokenizer: train the decoder alone
+    checkpoint: Path | None = None  # the checkpoint to resume
+    saved: dict[str, Any] = dataclasses.field(default_factory=dict)  # its trainer.json
+
+
+def resolve_settings(args) -> Settings:
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.world, args.part)
+    overrides = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "clip_len": args.clip_len,
+    }
+    backend = getattr(args, "backend", None)
+    found = checkpoint.find(run_dir)
+    if not args.resume:
+        if found is not None:
+            raise UserError(
+                f"{run_dir} already holds a training checkpoint: add --resume to continue it, "
+                "or pass another --run-dir"
+            )
+        if not args.preset:
+            raise UserError(f"--preset is required (available: {', '.join(presets.available())})")
+        preset_part = args.part
+        if args.part == "dynamics":
+            from genie.registry import dynamics_kind
+
+            preset_part = dynamics_kind(backend).name
+        elif backend:
+            raise UserError("--backend only applies to `genie train dynamics`")
+        preset = presets.load(args.preset, preset_part, overrides)
+        saved: dict[str, Any] = {}
+        name, model, train, seed = preset.name, preset.model, preset.train, args.seed
+        action_source, init_from = args.action_source, args.init_from
+    else:
+        if found is None:
+            raise UserError(f"--resume: no checkpoint in {run_dir} (train without --resume first)")
+        saved = checkpoint.read_state(found)
+        check_resumable(saved, args, overrides, run_dir)
+        train = presets.make_train_config(
+            {**saved["train"], **{k: v for k, v in overrides.items() if v}}
+        )
+        name, model, seed = saved["preset"], None, saved["seed"]
+        action_source, backend = saved.get("action_source"), saved.get("backend")
+        init_from = saved.get("init_from")
+    freeze = bool(getattr(args, "freeze_encoder", False) or saved.get("freeze_encoder"))
+    if freeze and args.part != "tokenizer":
+        raise UserError("--freeze-encoder is for the tokenizer (it keeps the code ids fixed)")
+    return Settings(
+        part=args.part,
+        run_dir=run_dir,
+        world=Path(args.world),
+        data=str(args.data),
+        preset=name,
+        model=model,
+        train=train,
+        seed=seed,
+        stop_at=min(args.stop_at or train.steps, train.steps),
+        action_source=action_source,
+        backend=backend,
+        init_from=init_from,
+        freeze_encoder=freeze,
+        checkpoint=found if args.resume else None,
+        saved=saved,
+    )
+
+
+def check_resumable(saved: dict[str, Any], args, overrides: dict[str, Any], run_dir: Path) -> None:
+    """A resumed run continues the same run: flags may not contradict its checkpoint."""
+    if saved["part"] != args.part:
+        raise UserError(f"{run_dir} is a {saved['part']} run, not a {args.part} run")
+    if args.preset and args.preset != saved["preset"]:
+        raise UserError(
+            f"{run_dir} was trained with preset '{saved['preset']}', not '{args.preset}'"
+        )
+    for key in ("batch_size", "clip_len"):  # the saved data position counts batches of these
+        if overrides[key] and overrides[key] != saved["train"][key]:
+            raise UserError(
+                f"--{key.replace('_', '-')} can't change when resuming (the run uses {saved['train'][key]})"
+            )
+    if args.action_source and args.action_source != saved.get("action_source"):
+        raise UserError(f"{run_dir} was trained with --action-source {saved.get('action_source')}")
+    backend = getattr(args, "backend", None)
+    if backend and backend != (saved.get("backend") or "maskgit"):
+        raise UserError(f"{run_dir} was trained with --backend {saved.get('backend') or 'maskgit'}")
