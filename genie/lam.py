@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -49,8 +50,9 @@ class LAMConfig:
     patch_size: int = 8  # P: pixels per patch side
     num_actions: int = 8  # A: latent action codebook size (Genie: 8; 6 on CoinRun)
     action_dim: int = 16  # E: action latent width; small, so a code carries little but the action
-    conv_widths: tuple[int, ...] = ()  # encoder patch embedding: () linear (Genie); else a conv
-    # stem with these channels per 2x stage (len = log2(P)) whose convs see across patch borders
+    conv_widths: tuple[int, ...] | None = None  # encoder patch embedding: a conv stem with these
+    # channels per 2x stage (len = log2(P)) whose convs see across patch borders; None: 16, 32,
+    # 64, ... as P needs; (): linear (Genie)
     width: int = 128  # D: transformer width (encoder and decoder)
     enc_depth: int = 2  # space-time blocks of the encoder
     dec_depth: int = 2  # space-time blocks of the decoder
@@ -62,21 +64,33 @@ class LAMConfig:
     # tiny, and a full-weight commitment term freezes the latents before the decoder learns to use them
     vq_restart_after: int = 50  # training steps a code may go unused before it is re-seeded (0:
     # never; after a k-means start a restart only steals part of a cluster that has its code)
-    vq_metric: str = "cosine"  # "euclidean": the no-op stays a point near the origin (see
-    # VectorQuantizer); "cosine" (l2-normalised) is kept for worlds trained before
-    vq_warmup_steps: int = 0  # first training steps pass the continuous latent to the decoder;
+    vq_metric: str = "euclidean"  # the no-op stays a point near the origin (see VectorQuantizer);
+    # "cosine" (l2-normalised) is kept for worlds trained before
+    vq_warmup_steps: int = 300  # first training steps pass the continuous latent to the decoder;
     # then the codebook starts as k-means centres of the latents seen (a tiny codebook trained
     # from random codes collapses onto 2-3 codes before the encoder has learned what to say)
     predict_delta: bool = True  # decoder predicts x_{t+1} - x_t (static content is free)
-    dec_conv: bool = False  # decoder tokens also see their 3x3 neighbourhood of patches (a
+    dec_conv: bool = True  # decoder tokens also see their 3x3 neighbourhood of patches (a
     # depthwise + pointwise conv over the token grid): moving content to a neighbouring patch
     # is then local, instead of a relative offset learned through absolute position embeddings
     encoder_input: str = (
         "frames+diff"  # what the encoder embeds per patch: "frames" (x_t, as Genie),
     )
     # "diff" (x_t - x_{t-1}) or "frames+diff" (both): with the difference, motion is visible from step 0
+    # the defaults above are the settings that recovered true actions (tests/test_lam.py, the
+    # shipped CoinRun LAM); a config.json without this field is version 1, whose missing fields
+    # take the defaults of then (`LEGACY_DEFAULTS`), so older worlds keep their behaviour
+    config_version: int = 2
+
+    LEGACY_DEFAULTS: ClassVar[dict[int, dict[str, Any]]] = {
+        1: {"conv_widths": (), "dec_conv": False, "vq_metric": "cosine", "vq_warmup_steps": 0}
+    }
 
     def __post_init__(self):
+        if self.conv_widths is None:  # a stem of 16, 32, 64, ... channels, one stage per 2x
+            stages = int(math.log2(self.patch_size))
+            pow2 = 2**stages == self.patch_size
+            self.conv_widths = tuple(16 * 2**i for i in range(stages)) if pow2 else ()
         if self.vq_metric not in ("cosine", "euclidean"):
             raise ValueError(f"vq_metric must be 'cosine' or 'euclidean', got {self.vq_metric!r}")
         if self.vq_warmup_steps < 0:

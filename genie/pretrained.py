@@ -40,6 +40,20 @@ def config_from_dict(cls: type, data: dict) -> Any:
     return cls(**kwargs)
 
 
+def with_legacy_defaults(cls: type, data: dict) -> dict:
+    """A saved config of an older `config_version` (none written: version 1): the fields it does
+    not name take the defaults of its version (`cls.LEGACY_DEFAULTS`), not today's."""
+    legacy = getattr(cls, "LEGACY_DEFAULTS", None)
+    if not legacy:
+        return data
+    version = int(data.get("config_version", 1))
+    out = dict(data, config_version=version)
+    for v in sorted(legacy):  # LEGACY_DEFAULTS[v]: defaults in force up to version v
+        if version <= v:  # the oldest such v (closest to the config's version) wins
+            out = {**legacy[v], **out}
+    return out
+
+
 class PretrainedMixin:
     config_class: ClassVar[type]
     model_type: ClassVar[str]  # written into config.json so a wrong folder is caught
@@ -71,7 +85,7 @@ class PretrainedMixin:
             raise UserError(
                 f"{directory} holds a '{data.get('model_type')}', expected a '{cls.model_type}'"
             )
-        return config_from_dict(cls.config_class, data)
+        return config_from_dict(cls.config_class, with_legacy_defaults(cls.config_class, data))
 
     @classmethod
     def from_pretrained(

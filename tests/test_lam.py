@@ -1,6 +1,9 @@
 """Latent action model: shapes, causality, save/load, the mapping metric, and that its latent
 actions recover the true actions of the synthetic sprite world."""
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -164,3 +167,25 @@ def test_warmup_passes_latents_then_seeds_the_codebook(tmp_path):
     loaded = LatentActionModel.from_pretrained(tmp_path / "lam")
     assert int(loaded.trained_steps) == 4
     assert torch.equal(loaded.infer_actions(batch["frames"]), model.infer_actions(batch["frames"]))
+
+
+def test_defaults_are_the_settings_that_work_and_older_configs_keep_theirs(tmp_path):
+    """A fresh config gets the settings of `LEARNS` (the conv stem P needs, a decoder conv, a
+    euclidean VQ after a warm-up); a config.json from before them (no config_version) keeps
+    the defaults of its day for the fields it does not name."""
+    c = LAMConfig(frame_size=32, patch_size=4)
+    assert (c.conv_widths, c.dec_conv, c.vq_metric, c.vq_warmup_steps) == (
+        (16, 32),
+        True,
+        "euclidean",
+        300,
+    )
+    old = tiny_config(conv_widths=(), dec_conv=False, vq_metric="cosine", vq_warmup_steps=0)
+    LatentActionModel(old).save_pretrained(tmp_path / "old")
+    path = tmp_path / "old" / "config.json"
+    saved = json.loads(path.read_text())
+    for key in ("config_version", "conv_widths", "dec_conv", "vq_metric", "vq_warmup_steps"):
+        del saved[key]
+    path.write_text(json.dumps(saved))
+    loaded = LatentActionModel.from_pretrained(tmp_path / "old").config
+    assert loaded == dataclasses.replace(old, config_version=1)
