@@ -1,6 +1,6 @@
 """HTML of the playground: the screen, the key legend (with its key bindings for
 assets/playground.js) and the what-if strip. Frames travel inline as base64 PNG <img>,
-upscaled by CSS: the fastest transport measured (DESIGN.md, Gradio 6 notes)."""
+upscaled by CSS: the fastest transport measured (docs/DESIGN.md, Gradio 6 notes)."""
 
 from __future__ import annotations
 
