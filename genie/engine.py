@@ -221,11 +221,10 @@ class WorldEngine:
         frames = frames[:, -t:]
         acts = None if acts is None else acts[:, acts.shape[1] - (t - 1) :]
         if seed is None or np.ndim(seed) == 0:
-            self.seed = self.seed if seed is None else int(seed)
-            seeds = [self.seed + i for i in range(b)]
+            first = self.seed if seed is None else int(seed)
+            seeds = [first + i for i in range(b)]
         else:
             seeds = [int(s) for s in seed]
-            self.seed = seeds[0]
             if len(seeds) != b:
                 raise UserError(f"{len(seeds)} seeds for {b} players")
         x = getattr(self.tokenizer, self._encode_name)(torch.from_numpy(frames))  # (B, T, ...)
@@ -235,7 +234,8 @@ class WorldEngine:
             a = None if i == 0 or acts is None else torch.from_numpy(acts[:, i - 1])
             self.dynamics.append_frame(dyn, x[:, i], a)
             getattr(self.tokenizer, self._decode_name)(x[:, i], dec)
-        self._gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.seed = seeds[0]  # a failed reset (above) changes nothing
+        self._gens = [torch.Generator().manual_seed(s) for s in seeds]
         self._dyn, self._dec = dyn, dec
         self._shown = (to_float(torch.from_numpy(frames[:, -1])), x[:, -1])
         self._history = [frames[:, i] for i in range(t)]
@@ -304,9 +304,8 @@ class WorldEngine:
             out = self._played_step(table[:, k])
             frames.append(out.frames)
             decoded.append(out.decoded)
-        s = self.frame_size
-        stack = lambda xs: np.stack(xs, 1) if xs else np.zeros((b, 0, s, s, 3), np.uint8)  # noqa: E731
-        out = Played(stack(frames), stack(decoded))  # (B, K, H, W, 3)
+        empty = np.zeros((b, 0, self.frame_size, self.frame_size, 3), np.uint8)
+        out = Played(*(np.stack(xs, 1) if xs else empty for xs in (frames, decoded)))  # (B, K, ...)
         if b == 1 and np.ndim(actions) == 1:
             return Played(out.frames[0], out.decoded[0])
         return out

@@ -291,15 +291,6 @@ class Sampling:
         """A copy with the given settings (None: keep this one's)."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
-    def as_dict(self) -> dict[str, Any]:
-        """The settings as world.json writes them."""
-        out = {self.steps_key: self.steps, **self.options}
-        if self.temperature is not None:
-            out["temperature"] = self.temperature
-        if self.carry_unchanged or self.carry_margin:
-            out.update(carry_unchanged=self.carry_unchanged, carry_margin=self.carry_margin)
-        return out
-
 
 def set_action_labels(
     world_dir: str | Path, labels: list[str], keys: list[list[str]] | None = None
