@@ -98,3 +98,10 @@ def test_bench_play_times_it(trained, capsys):
     assert genie(*argv, "--json") == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["fps"] > 0 and result["diffusion_steps"] == 2
+
+
+def test_bench_train_measures_the_diffusion_kind(capsys):
+    argv = ["bench", "train", "--preset", "tiny", "--steps", 1, "--warmup", 0, "--json"]
+    assert genie(*argv, "--parts", "diffusion") == 0
+    (row,) = json.loads(capsys.readouterr().out)["parts"]
+    assert row["part"] == "diffusion" and row["tokens_per_s"] > row["frames_per_s"] > 0
