@@ -366,3 +366,27 @@ def test_batch_input_errors(engine):
         engine.rollout([[0, 1], [1, 2], [2, 3]])
     with pytest.raises(UserError, match="unknown action"):
         engine.step([0, 9])
+
+
+def test_sampling_settings_world_json_over_the_dynamics_and_arguments_over_both(world, tmp_path):
+    import json
+    import shutil
+
+    copy = shutil.copytree(world, tmp_path / "w")
+    meta = json.loads((copy / "world.json").read_text())
+    meta["sampling"] = {"maskgit_steps": 3, "temperature": 0.5, "carry_margin": 1, "other": 2}
+    (copy / "world.json").write_text(json.dumps(meta))
+    s = WorldEngine.load(copy).sampling
+    assert (s.steps, s.temperature, s.carry_unchanged, s.carry_margin) == (3, 0.5, True, 1)
+    assert s.steps_key == "maskgit_steps" and s.options == {}  # unknown keys are not passed on
+    e = WorldEngine.load(copy, steps=1, temperature=0.0, carry_unchanged=False, carry_margin=0)
+    assert (e.steps, e.temperature, e.carry_unchanged, e.sampling.carry_margin) == (
+        1,
+        0.0,
+        False,
+        0,
+    )
+    meta.pop("sampling")
+    (copy / "world.json").write_text(json.dumps(meta))
+    s = WorldEngine.load(copy).sampling  # the dynamics' own defaults (tests/worlds.py: 2 steps)
+    assert (s.steps, s.temperature, s.carry_unchanged, s.carry_margin) == (2, 1.0, True, 0)
