@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from genie.sessions import MAX_IDLE_S, Session
+from genie.sessions import CLOCK_IDLE_S, Session
 
 KEY_NAMES = {"ArrowLeft": "←", "ArrowRight": "→", "ArrowUp": "↑", "ArrowDown": "↓", " ": "Space"}
 PAUSE_KEY = "p"  # toggles the game clock, unless the world binds it to an action
@@ -95,7 +95,7 @@ def keys_html(labels: list[str], keys: list[list[str]], noop: int | None, clock:
         "data-bindings": json.dumps(binds),
         "data-noop": "" if noop is None or not clock else str(noop),
         "data-pause-key": pause_key,
-        "data-idle-s": str(int(MAX_IDLE_S)),
+        "data-idle-s": str(int(CLOCK_IDLE_S)),
     }
     attrs = " ".join(f"{k}='{html.escape(v, quote=True)}'" for k, v in config.items())
     return (

@@ -216,9 +216,9 @@ def build_demo(
     ui = layout(world, keys_html(h.labels, h.keys, h.noop, h.clock), display_size)
 
     hidden = {"show_progress": "hidden", "api_visibility": "private"}
-    # one player's events share `max_players` slots; streams (a held key, a running clock)
-    # get their own unbounded pool: each session streams at most once, and a long-lived
-    # stream must never hold up its own player's Undo or the next player's keys
+    # Undo, Reset, what-if and the API share `max_players` slots; streams (a held key, a
+    # running clock) have their own unbounded pool: each session streams at most once, and a
+    # long-lived stream must never hold up its own player's Undo or another player's keys
     per_frame = {"concurrency_limit": max_players, "concurrency_id": "play", **hidden}
     stream = {"concurrency_limit": None, **hidden}
     with ui.demo as demo:
@@ -232,11 +232,12 @@ def build_demo(
         ui.save.click(h.on_download, ui.fmt, [ui.clip_file, ui.status], **hidden)
         api, out = ui.api, [ui.api["frame"], ui.api["info"]]
         play = {"concurrency_limit": max_players, "concurrency_id": "play"}
+        gen = (ui.gen_inputs, ui.gen_outputs, {"concurrency_limit": 1})  # one clip at a time
         endpoints = [  # name, trigger, function, inputs, outputs, concurrency
             ("reset", api["reset"], h.api_reset, api["image"], out, play),
             ("step", api["step"], h.api_step, api["action"], out, play),
             ("undo", api["undo"], h.api_undo, None, out, play),
-            ("generate", ui.gen_btn, h.generate, ui.gen_inputs, ui.gen_outputs, {}),
+            ("generate", ui.gen_btn, h.generate, *gen),
         ]
         for name, trigger, fn, inputs, outputs, limits in endpoints:
             trigger.click(fn, inputs, outputs, api_name=name, **limits)

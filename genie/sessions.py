@@ -29,8 +29,9 @@ from genie.errors import UserError
 MAX_PLAYERS = 8  # live sessions (one engine each); the oldest idle one is evicted first
 IDLE_EVICT_S = 120.0  # a session idle this long may be evicted to make room for a new player
 HOLD_DELAY_S = 0.1  # a key down this long counts as held (shorter: a tap, one frame)
-MAX_IDLE_S = 600.0  # a stream stops this long after the last key event (a lost keyup or a
-# forgotten running clock never plays forever); the browser stops its clock after as long
+MAX_IDLE_S = 600.0  # a stream stops this long after the last key event (a lost keyup)
+CLOCK_IDLE_S = 120.0  # a running clock stops this long after it (a forgotten tab stops
+# costing a core); the page stops its own clock just before
 _DONE = object()  # end of a stream of frames
 
 
@@ -183,10 +184,10 @@ class Session:
                 now = time.monotonic()
                 if self.taps:
                     return self.taps.popleft()
-                idle = now - self.touched > MAX_IDLE_S
-                if self.closed or idle or (self.held is None and not self.clock):
-                    self.streamer, self.held = None, None
-                    self.clock = self.clock and not idle
+                idle = now - self.touched
+                clock = self.clock and idle <= CLOCK_IDLE_S
+                if self.closed or idle > MAX_IDLE_S or (self.held is None and not clock):
+                    self.streamer, self.held, self.clock = None, None, clock
                     return None
                 if self.held is None:
                     return self.noop

@@ -176,9 +176,10 @@ def test_a_tap_is_one_frame_and_a_held_key_streams(world):
     assert taken[0] == 0 and taken[-1] == 3 and s.index == 2 + len(held) + len(frames)
 
 
-def test_the_game_clock_plays_noop_until_a_key_overrides_it_or_it_stops(tmp_path):
+def test_the_game_clock_plays_noop_until_a_key_overrides_it_or_it_stops(tmp_path, monkeypatch):
     import threading
 
+    from genie import sessions
     from genie.data.record import COINRUN_DISTINCT
     from genie.sessions import Sessions
     from genie.world import World
@@ -204,6 +205,10 @@ def test_the_game_clock_plays_noop_until_a_key_overrides_it_or_it_stops(tmp_path
     s.clock = True
     s.undo()  # undo (and reset) stop a running clock
     assert not s.clock
+
+    monkeypatch.setattr(sessions, "CLOCK_IDLE_S", 0.3)
+    idle = list(s.press(None, 5, clock=True))  # a forgotten clock stops by itself
+    assert idle and not s.clock and s.streamer is None
 
 
 def test_keys_and_clock_follow_the_world_labels(tmp_path):

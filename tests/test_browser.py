@@ -235,7 +235,7 @@ def test_the_game_clock_runs_with_no_key_held_and_stops_when_paused(distinct_app
         assert clock_state(page) == "running" and last_action(page) == "noop"
 
         page.keyboard.press("p")
-        n = settle(page)
+        n = settle(page, quiet_s=0.8)  # longer than any gap between frames of a loaded machine
         assert clock_state(page) == "paused"
         page.keyboard.press("ArrowRight")  # paused: a tap steps exactly one frame
         wait_frame(page, n + 1)
@@ -245,7 +245,7 @@ def test_the_game_clock_runs_with_no_key_held_and_stops_when_paused(distinct_app
         wait_frame(page, n + 4)
         assert clock_state(page) == "running"
         page.click("text=↶ Undo")  # undo stops a running clock until the next key
-        n = settle(page)
+        n = settle(page, quiet_s=0.8)
         assert clock_state(page) == "ready"
         time.sleep(0.3)
         assert frame_index(page) == n

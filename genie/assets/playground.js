@@ -22,7 +22,7 @@ const bindings = JSON.parse(box.dataset.bindings); // [[keys held together], act
 const keys = new Set(bindings.flatMap(([ks]) => ks));
 const noop = box.dataset.noop === "" ? null : Number(box.dataset.noop);
 const pauseKey = box.dataset.pauseKey || null;
-const idleMs = (Number(box.dataset.idleS) - 5) * 1000; // just before the server's own limit
+const idleMs = (Number(box.dataset.idleS) - 5) * 1000; // a running clock stops just before the server's
 const buttons = element.querySelectorAll("[data-action]");
 buttons.forEach((b) => bindings.push([["button:" + b.dataset.action], Number(b.dataset.action)]));
 const held = []; // keys and buttons down, oldest first ("ArrowUp", "button:3")
