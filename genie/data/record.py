@@ -419,7 +419,9 @@ def record_atari(
 
     gymnasium = _import_atari()
     env_id = atari_env_id(game)
-    env = gymnasium.make(env_id)
+    # no sticky actions in the emulator: an episode is a function of its seed and actions, so
+    # `genie playtest` can replay it
+    env = gymnasium.make(env_id, repeat_action_probability=0.0)
     n = int(env.action_space.n)
     source = {
         "kind": "atari",
@@ -429,6 +431,7 @@ def record_atari(
         "steps_per_episode": steps,
         "action_repeat": action_repeat,
         "seed": seed,
+        "repeat_action_probability": 0.0,
     }
     if policy == "sticky":
         source["policy_params"] = {"hold_mean": hold_mean, "weights": "uniform"}
