@@ -315,6 +315,12 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                    help=f"scripts to play (default all: {', '.join(SCRIPTS)})")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("eval/playtest"), help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of sticky-random and of sampling")
+    p.add_argument("--steps", type=int,
+                   help="MaskGIT / denoising steps per frame (default: the world's)")  # fmt: skip
+    p.add_argument("--temperature", type=float,
+                   help="sampling temperature (default: the world's)")  # fmt: skip
+    p.add_argument("--context-noise", type=float,
+                   help="diffusion worlds: noise level of generated frames as context (default: the world's)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -377,7 +383,18 @@ def run(args: argparse.Namespace) -> int:
         world.action_labels,
         actions.get("game_actions") if actions.get("source") == "true" else None,
     )
-    engine = WorldEngine(world, seed=args.seed, max_undo=0)  # nothing to undo here
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps must be >= 1 (got {args.steps})")
+    if args.temperature is not None and args.temperature < 0:
+        raise UserError(f"--temperature must be >= 0 (got {args.temperature})")
+    engine = WorldEngine(
+        world, seed=args.seed, steps=args.steps, temperature=args.temperature, max_undo=0
+    )  # nothing to undo here
+    if args.context_noise is not None:
+        if "context_noise" not in engine.sampling.options or args.context_noise < 0:
+            raise UserError("--context-noise needs a diffusion world and a level >= 0")
+        options = {**engine.sampling.options, "context_noise": args.context_noise}
+        engine.sampling = engine.sampling.replace(options=options)
     player = partial(play_world, engine, seed=args.seed, progress=True)
     print(f"play test: {len(levels)} levels x {len(scripts)} scripts x {args.horizon} frames")
     metrics, frames = run_playtest(
@@ -389,7 +406,11 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         game=game_info,
         world_action_source=actions.get("source", "lam"),
-        sampling={"maskgit_steps": engine.steps, "temperature": engine.temperature},
+        sampling={
+            engine.sampling.steps_key: engine.steps,
+            "temperature": engine.temperature,
+            **engine.sampling.options,
+        },
         seconds=round(time.time() - t0, 1),
     )
     args.out.mkdir(parents=True, exist_ok=True)
