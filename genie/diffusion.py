@@ -325,8 +325,7 @@ class DiffusionDynamics(nn.Module, PretrainedMixin):
         c = self.config
         b, dev = state.last.shape[0], state.last.device
         act = self._action_ids(action, b, dev)
-        sched = EDMEulerScheduler.from_config(self.scheduler.config)
-        sched.set_timesteps(steps or c.diffusion_steps)
+        sched = self._sampler(steps or c.diffusion_steps)
         temp = 1.0 if temperature is None else float(temperature)
         x = rng.randn(state.last.shape, generator, dev)  # a generator per row allowed
         x = x * sched.sigmas[0].item() * temp
@@ -364,8 +363,7 @@ class DiffusionDynamics(nn.Module, PretrainedMixin):
         act = self._action_ids(action, b, ctx.device)
         null = torch.full((b, 1), self.null_action, device=ctx.device, dtype=torch.long)
         frame_actions = torch.cat([null, context_actions.long(), act[:, None]], dim=1)
-        sched = EDMEulerScheduler.from_config(self.scheduler.config)
-        sched.set_timesteps(steps or c.diffusion_steps)
+        sched = self._sampler(steps or c.diffusion_steps)
         temp = 1.0 if temperature is None else float(temperature)
         x = torch.randn(ctx[:, 0].shape, generator=generator, device=ctx.device)
         x = x * sched.sigmas[0].item() * temp
@@ -379,6 +377,17 @@ class DiffusionDynamics(nn.Module, PretrainedMixin):
             h = self.transformer(self.embed(seq, s, frame_actions, prev))
             x = sched.step(self.out(h[:, -1, 1:]), step_t, x).prev_sample
         return x / c.latent_scale
+
+    def _sampler(self, steps: int) -> EDMEulerScheduler:
+        """A fresh scheduler for `steps` Euler steps. The Karras ramp is cut before sigma_min
+        (the scheduler appends 0): with few steps the default schedule spends its last step at
+        sigma_min, where nothing is left to denoise (2 steps would act as 1); cut, 2 steps
+        go sigma_max -> 0.28 -> 0."""
+        if steps < 1:
+            raise ValueError("diffusion steps must be >= 1")
+        sched = EDMEulerScheduler.from_config(self.scheduler.config)
+        sched.set_timesteps(sigmas=torch.linspace(0, 1, steps + 1)[:-1])
+        return sched
 
     # ------------------------------------------------------------------ evaluation
 
