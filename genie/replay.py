@@ -45,7 +45,7 @@ def coinrun_player(size: int, seed: int = 0) -> GamePlayer:
 def atari_player(env_id: str, size: int) -> GamePlayer:
     """An Atari game re-played from env.reset(seed=level) with sticky actions off (ALE's
     repeat_action_probability 0): the same actions give the same frames."""
-    from genie.data.record import _import_atari, record_atari_episode
+    from genie.data.atari import _import_atari, record_atari_episode
 
     env = _import_atari().make(env_id, repeat_action_probability=0.0)
 

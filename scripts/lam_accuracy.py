@@ -2,16 +2,48 @@
 `genie eval` does: the best majority mapping fitted on half of a split's levels and scored on
 the other half, beside the most frequent action and shuffled latents.
 
-    python scripts/lam_accuracy.py --lam WORLD/lam --data DATA [--split test]
+    python scripts/lam_accuracy.py --lam WORLD/lam --data DATA [--split test] \
+        [--distinct] [--confusion confusion.png]
+
+--distinct scores against the game's distinct actions (CoinRun's 15 buttons collapse to 6:
+noop, left, right, jump, jump-left, jump-right); --confusion draws latent x true counts.
 """
 
 from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from genie.evaluate import latent_and_true_actions
 from genie.lam import LatentActionModel
-from genie.metrics import action_accuracy
+from genie.metrics import action_accuracy, best_mapping_accuracy
+
+
+def confusion_png(latent, true, num_latent: int, labels: list, path: str) -> None:
+    """Rows: latent codes, columns: true actions; each row normalised to sum 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.zeros((num_latent, len(labels)))
+    np.add.at(counts, (latent, true), 1)
+    rows = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 0.9 + 0.45 * num_latent))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), v in np.ndenumerate(rows):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if v > 0.5 else "black")  # fmt: skip
+    ax.set_xticks(range(len(labels)), [str(x) for x in labels], rotation=30, ha="right")
+    ax.set_yticks(
+        range(num_latent), [f"latent {i} ({int(n):,})" for i, n in enumerate(counts.sum(1))]
+    )
+    ax.set_xlabel("true action")
+    ax.set_title("P(true action | latent action)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 def main() -> None:
@@ -22,6 +54,8 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--transitions", type=int, default=20000)
+    p.add_argument("--distinct", action="store_true", help="score the game's distinct actions")
+    p.add_argument("--confusion", help="PNG of the latent x true action counts (row-normalised)")
     args = p.parse_args()
     lam = LatentActionModel.from_pretrained(args.lam).eval()
     window = getattr(lam.config, "max_frames", 16)
@@ -29,7 +63,24 @@ def main() -> None:
         lam, args.data, args.split, window, args.transitions, 32
     )
     ok = true >= 0
-    r = action_accuracy(latent[ok], true[ok], episode[ok], lam.num_actions, int(true.max()) + 1)
+    latent, true, episode = latent[ok], true[ok], episode[ok]
+    labels = None
+    if args.distinct:
+        from genie.data import ClipDataset
+
+        distinct = ClipDataset(args.data, args.split, clip_len=1).distinct_actions
+        if distinct is None:
+            raise SystemExit(f"{args.data} does not know its game's distinct actions")
+        true, labels = np.asarray(distinct["of"])[true], list(distinct["labels"])
+    num_true = len(labels) if labels else int(true.max()) + 1
+    r = action_accuracy(latent, true, episode, lam.num_actions, num_true)
+    _, mapping = best_mapping_accuracy(latent, true, lam.num_actions, num_true)
+    names = [labels[m] if labels and m >= 0 else str(m) for m in mapping]
+    print("latent -> true (majority): " + ", ".join(f"{i}: {n}" for i, n in enumerate(names)))
+    if args.confusion:
+        confusion_png(
+            latent, true, lam.num_actions, labels or list(range(num_true)), args.confusion
+        )
     print(
         f"{r['action_transitions']:,} transitions of {args.data} ({args.split}): held-out levels "
         f"{r['action_accuracy_held_out']:.1%} ± {r['action_accuracy_held_out_stderr']:.1%}; "

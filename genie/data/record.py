@@ -55,8 +55,6 @@ COINRUN_BUTTON_TO_DISTINCT = [1, 1, 4, 0, 0, 3, 2, 2, 5, 0, 0, 0, 0, 0, 0]  # bu
 COINRUN_STICKY_WEIGHTS = [0.08, 0.14, 0.30, 0.08, 0.08, 0.32]
 POLICIES = ("uniform", "sticky")
 COINRUN_FPS = 15.0  # procgen's native rate
-ATARI_FPS = 15.0  # 60 Hz console, v5 envs repeat each action for 4 console frames
-SHARD_FRAMES = 16_384  # Atari: episodes per shard ~ this many frames
 
 
 @dataclass
@@ -152,13 +150,6 @@ def sticky_actions(
         out[t : t + hold] = buttons[int(rng.choice(len(buttons), p=p))]
         t += hold
     return out
-
-
-def policy_params(policy: str, hold_mean: float, action_repeat: int) -> dict[str, Any]:
-    """What the manifest records about the policy (beside its name)."""
-    if policy == "sticky":
-        return {"hold_mean": hold_mean}
-    return {"action_repeat": action_repeat}
 
 
 def _todo(writer: DatasetWriter, plan: list[tuple[str, int]], prefix: str) -> list[tuple[str, int]]:
@@ -346,129 +337,6 @@ def record_coinrun(
         return RecordResult(len(todo), len(plan) - len(todo), frames, time.perf_counter() - t0)
 
 
-# ---------------------------------------------------------------------------- Atari
-
-
-def atari_env_id(game: str) -> str:
-    """'Pong' -> 'ALE/Pong-v5' after checking the game exists; UserError with close names if not."""
-    import difflib
-
-    gymnasium = _import_atari()
-    env_id = f"ALE/{game}-v5"
-    if env_id not in gymnasium.registry:
-        names = atari_games()
-        close = difflib.get_close_matches(game, names, n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise UserError(
-            f"unknown Atari game '{game}': {hint}list them with `genie record atari --list-games`"
-        )
-    return env_id
-
-
-def atari_games() -> list[str]:
-    gymnasium = _import_atari()
-    return sorted(k[4:-3] for k in gymnasium.registry if k.startswith("ALE/") and k.endswith("-v5"))
-
-
-def _import_atari():
-    try:
-        import ale_py
-        import gymnasium
-    except ImportError:
-        raise UserError(
-            "Atari needs gymnasium and ale-py: pip install 'genie-worlds[atari]'"
-        ) from None
-    gymnasium.register_envs(ale_py)
-    return gymnasium
-
-
-def record_atari_episode(env, level: int, actions: np.ndarray, size: int) -> dict[str, np.ndarray]:
-    """Play one episode from env.reset(seed=level); a game over resets and flags `firsts`."""
-    from genie.images import fit_square
-
-    steps = len(actions)
-    frames = np.empty((steps, size, size, 3), np.uint8)
-    rewards = np.zeros(steps, np.float32)
-    firsts = np.zeros(steps, bool)
-    obs, _ = env.reset(seed=level)
-    first = True
-    for t in range(steps):
-        frames[t] = fit_square(obs, size, crop=False)  # the whole screen squashed (DIAMOND)
-        firsts[t] = first
-        obs, rewards[t], terminated, truncated, _ = env.step(int(actions[t]))
-        first = terminated or truncated
-        if first:
-            obs, _ = env.reset()
-    return {"frames": frames, "rewards": rewards, "firsts": firsts}
-
-
-def record_atari(
-    out: str | Path,
-    game: str,
-    plan: list[tuple[str, int]],
-    steps: int = 1000,
-    action_repeat: int = 1,
-    size: int = 64,
-    seed: int = 0,
-    progress: bool = True,
-    policy: str = "uniform",
-    hold_mean: float = 8.0,
-) -> RecordResult:
-    """Record Atari episodes (split, env seed) of `plan` into `out`, skipping those already there."""
-    from tqdm import tqdm
-
-    gymnasium = _import_atari()
-    env_id = atari_env_id(game)
-    # no sticky actions in the emulator: an episode is a function of its seed and actions, so
-    # `genie playtest` can replay it
-    env = gymnasium.make(env_id, repeat_action_probability=0.0)
-    n = int(env.action_space.n)
-    source = {
-        "kind": "atari",
-        "game": game,
-        "env": env_id,
-        "policy": "uniform-random" if policy == "uniform" else policy,
-        "steps_per_episode": steps,
-        "action_repeat": action_repeat,
-        "seed": seed,
-        "repeat_action_probability": 0.0,
-    }
-    if policy == "sticky":
-        source["policy_params"] = {"hold_mean": hold_mean, "weights": "uniform"}
-    # v5 envs use the game's minimal action set: its actions are already distinct
-    labels = [str(a) for a in env.unwrapped.get_action_meanings()]
-    space = {
-        "n": n,
-        "labels": labels,
-        "distinct": {"labels": labels, "of": list(range(n)), "game_action": list(range(n))},
-    }
-    with DatasetWriter(
-        out, frame_size=(size, size), source=source, fps=ATARI_FPS, action_space=space
-    ) as w:
-        todo = _todo(w, plan, "seed")
-        per_shard = max(1, SHARD_FRAMES // steps)
-        bar = tqdm(
-            total=len(todo) * steps, unit="frame", unit_scale=True, disable=not progress, desc=game
-        )
-        t0, frames = time.perf_counter(), 0
-        for i in range(0, len(todo), per_shard):
-            pending = []
-            for split, lv in todo[i : i + per_shard]:
-                actions = (
-                    sticky_actions(seed, lv, steps, list(range(n)), None, hold_mean)
-                    if policy == "sticky"
-                    else episode_actions(seed, lv, steps, n, action_repeat)
-                )
-                p = record_atari_episode(env, lv, actions, size)
-                pending.append(EpisodeData(f"seed-{lv}", split, actions=actions, seed=lv, **p))
-                bar.update(steps)
-            w.write_shard(pending)
-            frames += len(pending) * steps
-        bar.close()
-        env.close()
-        return RecordResult(len(todo), len(plan) - len(todo), frames, time.perf_counter() - t0)
-
-
 # ---------------------------------------------------------------------------- CLI
 
 
@@ -523,6 +391,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "list_games", False):
+        from genie.data.atari import atari_games
+
         print("\n".join(atari_games()))
         return 0
     if args.out is None:
@@ -551,6 +421,8 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError("say which game: --game Pong (list them with --list-games)")
             if not 8 <= args.size <= 512:
                 raise UserError(f"--size must be in 8..512 (got {args.size})")
+            from genie.data.atari import record_atari
+
             res = record_atari(
                 args.out, args.game, plan, size=args.size, progress=not args.quiet, **common
             )
