@@ -2,7 +2,7 @@
 
     python app.py --world worlds/coinrun [--host 0.0.0.0] [--port 7860] [--share]
 
-Same options as `genie play`; everything lives in genie/playground.py.
+Same options as `genie play` (genie/play_cli.py); the app is genie/playground.py.
 """
 
 import argparse
@@ -11,20 +11,20 @@ import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from genie import playground  # noqa: E402
+from genie import play_cli  # noqa: E402
 from genie.errors import UserError  # noqa: E402
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Play a genie world in the browser.")
-    playground.add_args(parser)
+    play_cli.add_args(parser)
     parser.set_defaults(world=os.environ.get("GENIE_WORLD", "worlds/coinrun"))
     for action in parser._actions:  # --world may come from $GENIE_WORLD (default worlds/coinrun)
         if action.dest == "world":
             action.required = False
     args = parser.parse_args(argv)
     try:
-        return playground.run(args)
+        return play_cli.run(args)
     except UserError as e:
         print(f"app.py: error: {e}", file=sys.stderr)
         return 2

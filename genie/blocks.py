@@ -97,7 +97,9 @@ class KVCache:
     max_frames: int  # window: the oldest frames are dropped beyond this many
     keys: list[torch.Tensor | None] = field(default_factory=list)
     values: list[torch.Tensor | None] = field(default_factory=list)
-    next_index: int = 0  # absolute frame index of the next committed frame
+    # absolute frame index of the next committed frame; one per batch row (a tuple) when the
+    # rows are players at different frames stepped together (genie.serving)
+    next_index: int | tuple[int, ...] = 0
 
     def __len__(self) -> int:
         if not self.keys or self.keys[0] is None:
@@ -126,7 +128,12 @@ class KVCache:
         """The cached batch tiled n times (B*N rows -> n*B*N; a batch of 1 -> n copies)."""
         tile = [None if k is None else k.repeat(n, 1, 1, 1) for k in self.keys]
         vals = [None if v is None else v.repeat(n, 1, 1, 1) for v in self.values]
-        return KVCache(self.max_frames, tile, vals, self.next_index)
+        index = self.next_index if isinstance(self.next_index, int) else self.next_index * n
+        return KVCache(self.max_frames, tile, vals, index)
+
+    def advance(self) -> None:
+        i = self.next_index
+        self.next_index = i + 1 if isinstance(i, int) else tuple(j + 1 for j in i)
 
 
 # ----------------------------------------------------------------------------- ST block
@@ -214,14 +221,26 @@ class STTransformer(nn.Module):
 
         commit=True appends this frame's keys/values to the cache (it becomes context);
         commit=False is a look-ahead (e.g. a MaskGIT step on a partly masked frame)."""
-        pos = torch.tensor([cache.next_index], device=x.device)
-        cos, sin = rotary_cos_sin(pos, self.head_dim)
+        cos, sin = self._rotary_at(cache.next_index, x.shape[1], x.device)
         h = x[:, None]  # (B, 1, N, D)
         for i, block in enumerate(self.blocks):
             h = block.step(h, cos, sin, cache, i, commit)
         if commit:
-            cache.next_index += 1
+            cache.advance()
         return self.norm(h[:, 0])
+
+    def _rotary_at(self, index: int | tuple[int, ...], tokens: int, device):
+        """cos/sin of the new frame: (1, Dh) at one index, or (B*N, 1, 1, Dh) with each row's own
+        index (rows of `tokens` tokens). Each row's table is computed as a batch of one computes
+        it, so a row's numbers do not depend on the rows stepped with it."""
+        if isinstance(index, int):
+            return rotary_cos_sin(torch.tensor([index], device=device), self.head_dim)
+        tables = {
+            i: rotary_cos_sin(torch.tensor([i], device=device), self.head_dim) for i in set(index)
+        }
+        cos = torch.cat([tables[i][0] for i in index]).repeat_interleave(tokens, 0)
+        sin = torch.cat([tables[i][1] for i in index]).repeat_interleave(tokens, 0)
+        return cos[:, None, None], sin[:, None, None]  # (B*N, 1, 1, Dh)
 
 
 # ----------------------------------------------------------------------------- quantizer

@@ -17,7 +17,7 @@ COMMAND_MODULES = [
     "genie.data.cli",  # data info|preview
     "training.cli",  # train tokenizer|lam|dynamics, plot
     "genie.generate",  # generate
-    "genie.playground",  # play
+    "genie.play_cli",  # play
     "genie.evaluate",  # eval
     "genie.playtest",  # playtest
     "genie.bench",  # bench data|train|play

@@ -107,8 +107,12 @@ class WorldEngine:
             carry_unchanged=carry_unchanged,
             carry_margin=carry_margin,
         )
-        if self.sampling.carry_margin < 0:
-            raise UserError(f"carry_margin must be >= 0, got {self.sampling.carry_margin}")
+        s = self.sampling
+        if s.carry_margin < 0 or s.steps < 1 or (s.temperature is not None and s.temperature < 0):
+            raise UserError(
+                f"sampling needs steps >= 1, temperature >= 0 and carry_margin >= 0; got steps "
+                f"{s.steps}, temperature {s.temperature}, carry_margin {s.carry_margin}"
+            )
         self.representation = self.dynamics.representation
         self._encode_name, self._decode_name = CODECS[self.representation]
         self.seed = seed
@@ -310,12 +314,13 @@ class WorldEngine:
             return Played(out.frames[0], out.decoded[0])
         return out
 
-    def _played_step(self, actions: np.ndarray) -> Played:
-        """One step of play under validated actions (B,), kept in the history and undoable."""
+    def _played_step(self, actions: np.ndarray, advance=None) -> Played:
+        """One step of play under validated actions (B,), kept in the history and undoable.
+        advance: what plays it instead of `_advance` (genie.serving: this engine's row of a batch)."""
         if self.max_undo > 0:
             self._undo.append(self._snapshot())
             del self._undo[: max(0, len(self._undo) - self.max_undo)]
-        out = self._advance(torch.from_numpy(actions.copy()))
+        out = (advance or self._advance)(torch.from_numpy(actions.copy()))
         self._history.append(out.frames)
         self._actions.append(actions.copy())
         del self._history[: max(0, len(self._history) - self.max_frames_kept)]

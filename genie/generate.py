@@ -121,7 +121,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from genie.engine import WorldEngine
-    from genie.video import FORMATS, tile, write_video
+    from genie.video import FORMATS, MAX_SCALE, check_size, tile, write_video
 
     out = Path(args.out)
     if out.suffix.lower() not in FORMATS:  # fail before loading anything
@@ -132,6 +132,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--steps must be >= 1")
     if not 1 <= args.samples <= MAX_SAMPLES:
         raise UserError(f"--samples must be 1..{MAX_SAMPLES}")
+    if not 1 <= args.scale <= MAX_SCALE:
+        raise UserError(f"--scale must be 1..{MAX_SCALE}, got {args.scale}")
+    if args.temperature is not None and args.temperature < 0:
+        raise UserError(f"--temperature must be >= 0 (0: greedy), got {args.temperature}")
+    if args.fps <= 0:
+        raise UserError(f"--fps must be > 0, got {args.fps}")
     if args.image is not None and not Path(args.image).is_file():
         raise UserError(f"image {args.image} not found")
     engine = WorldEngine.load(
@@ -145,8 +151,10 @@ def run(args: argparse.Namespace) -> int:
             )
         prompt = engine.world.examples[0]
     actions = parse_actions(args.actions, engine, args.frames, args.seed)
+    s, gap = engine.frame_size, 1  # the clip's frame: samples side by side, 1 pixel apart
+    check_size(len(actions) + 1, s, args.samples * (s + gap) - gap, args.scale)  # before playing
     clips = generate_clip(engine, prompt, actions, args.samples, progress=True)  # (S, K+1, H, W, 3)
-    video = tile(clips, gap=1) if args.samples > 1 else clips[0]
+    video = tile(clips, gap=gap) if args.samples > 1 else clips[0]
     write_video(out, video, fps=args.fps, scale=args.scale)
     print(
         f"wrote {out} ({len(video)} frames: start + {len(actions)} generated, {args.samples} sample(s))"

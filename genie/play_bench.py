@@ -2,6 +2,8 @@
 
     genie bench play --world worlds/coinrun                 # engine; + browser if chromium exists
     genie bench play --world worlds/coinrun --json --frames 300 --no-browser
+    genie bench play --world worlds/coinrun --players 1,4,8,16      # many players (play_load.py)
+    genie bench play --world worlds/coinrun --players 20 --memory-rounds 3   # server RSS
 
 Engine: `engine.step` at batch 1 on CPU after a warm-up; frames/s and p50/p95 latency.
 Browser (headless Chromium via Playwright): the playground is launched in this process and
@@ -89,6 +91,38 @@ def add_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--hold", type=float, default=3.0, help="seconds a key is held in the browser (default 3)"
+    )
+    m = p.add_argument_group("many players (genie/play_load.py)")
+    m.add_argument(
+        "--players",
+        help="comma-separated player counts, e.g. 1,4,8,16: frames/s per player and in total, "
+        "p95 latency, each player holding a key (instead of the engine and browser numbers)",
+    )
+    m.add_argument(
+        "--seconds", type=float, default=15.0, help="seconds timed per player count (default 15)"
+    )
+    m.add_argument(
+        "--no-batch",
+        dest="batch",
+        action="store_false",
+        help="each player steps alone (as before batched serving), to compare",
+    )
+    m.add_argument(
+        "--memory-rounds",
+        type=int,
+        default=0,
+        help="instead: run `genie play` and this many rounds of --players API players; report "
+        "its RSS idle, at each round's peak and --settle seconds after",
+    )
+    m.add_argument("--settle", type=float, default=60.0, help="seconds after a round (default 60)")
+    m.add_argument(
+        "--player-steps", type=int, default=30, help="/step calls per API player (default 30)"
+    )
+    m.add_argument(
+        "--stay",
+        type=int,
+        default=0,
+        help="with --memory-rounds: this many of the first round's players stay connected to the end",
     )
 
 
@@ -195,6 +229,16 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads)
 
 
+def _player_counts(text: str) -> list[int]:
+    try:
+        counts = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1 or max(counts) > 64:
+        raise UserError(f"--players {text}: give player counts 1..64, e.g. 1,4,8,16")
+    return counts
+
+
 def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if args.frames < 1:
@@ -203,6 +247,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.players is not None:
+        return _run_players(args, _player_counts(args.players))
     from genie.engine import WorldEngine
 
     engine = WorldEngine.load(args.world, seed=0, steps=args.steps)
@@ -232,5 +278,49 @@ def _run(args: argparse.Namespace) -> int:
                 f"browser: key press -> new frame p50 {result['browser_press_p50_ms']} ms, "
                 f"p95 {result['browser_press_p95_ms']} ms; key held: {result['browser_held_fps']} frames/s shown"
             )
+    sys.stdout.flush()
+    return 0
+
+
+def _run_players(args: argparse.Namespace, counts: list[int]) -> int:
+    from genie import play_load
+    from genie.world import World
+
+    if args.memory_rounds:
+        if len(counts) != 1 or args.memory_rounds < 1 or args.settle < 0:
+            raise UserError("--memory-rounds R takes one --players N and --settle >= 0")
+        World.from_folder(args.world)  # a bad folder fails here, not inside the server
+        out = play_load.memory_drill(
+            args.world, counts[0], args.memory_rounds, args.settle, args.player_steps, args.stay
+        )
+        if args.json:
+            print(json.dumps(out))
+            return 0
+        stay = f", {args.stay} of the first round staying" if args.stay else ""
+        print(
+            f"{args.world}: {out['players']} API players x {args.player_steps} steps a round{stay}"
+        )
+        print(f"  idle RSS {out['idle_mb']} MB")
+        for i, r in enumerate(out["rounds"]):
+            errors = f", {len(r['errors'])} failed: {r['errors'][0]}" if r["errors"] else ""
+            print(
+                f"  round {i + 1}: {r['seconds']} s, peak {r['peak_mb']} MB, {args.settle:g} s after "
+                f"the last player left {r['after_mb']} MB (load {r['load_avg']}){errors}"
+            )
+        return 0
+    world = World.from_folder(args.world)
+    rows = [play_load.bench_players(world, n, args.seconds, batch=args.batch) for n in counts]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    how = "batched" if args.batch else "each player alone"
+    print(f"{args.world} ({how}, {args.seconds:g} s per row, each player holding a key):")
+    print("players  frames/s each (min)  total  step p50 / p95 ms  rows/call  load avg")
+    for r in rows:
+        print(
+            f"{r['players']:7d}  {r['fps_per_player']:8.2f} ({r['fps_per_player_min']:5.2f})  "
+            f"{r['fps_total']:6.1f}  {r['step_p50_ms']:7.1f} / {r['step_p95_ms']:7.1f}  "
+            f"{r['rows_per_call']:9.2f}  {r['load_avg']:8.2f}"
+        )
     sys.stdout.flush()
     return 0

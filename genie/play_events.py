@@ -9,6 +9,8 @@ running clock one, instead of one request per frame.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import secrets
 from pathlib import Path
 
@@ -20,6 +22,20 @@ from genie.play_html import screen_html, whatif_html
 from genie.sessions import Session, Sessions
 
 GENERATE_MAX_FRAMES = 256
+log = logging.getLogger("genie.play")
+
+
+def log_user_error(e: Exception, request: gr.Request | None = None) -> None:
+    """A player's mistake is one line in the server log (tracebacks are for bugs)."""
+    who = (getattr(request, "session_hash", None) or "-")[:8]
+    log.warning("player %s: %s", who, e)
+
+
+def user_error(e: Exception, request: gr.Request | None = None) -> gr.Error:
+    """A player's mistake (UserError, a refused upload): logged as one line, its message on
+    the player's screen or in the client's AppError, no traceback."""
+    log_user_error(e, request)
+    return gr.Error(str(e), print_exception=False)
 
 
 def _event_data(evt) -> dict:
@@ -42,6 +58,7 @@ class Handlers:
         self.clock = clock and self.noop is not None  # the game clock is offered to players
         self.display_size = display_size
         self.tmp = tmp
+        self._served = itertools.count()  # numbers every frame the API returns (see api_frame)
 
     # ------------------------------------------------------------ helpers
 
@@ -49,10 +66,22 @@ class Handlers:
         try:
             return self.sessions.get(request.session_hash if request else None)
         except UserError as e:
-            raise gr.Error(str(e)) from None
+            raise user_error(e, request) from None
 
     def show(self, sess: Session, frame: np.ndarray) -> str:
         return screen_html(sess, frame, self.display_size, self.labels)
+
+    def api_frame(self, frame: np.ndarray):
+        """A frame for the HTTP API, as a PIL image with a text chunk naming this response.
+        Gradio names a returned image after its bytes' hash and rewrites the file in place, so
+        two players shown the same frame (everyone starts on the first example) could download
+        it half rewritten ("peer closed connection": measured with 8 players); unique bytes give
+        every response its own file."""
+        from PIL import Image
+
+        img = Image.fromarray(frame)
+        img.info["genie"] = f"frame {next(self._served)}"
+        return img
 
     def info(self, sess: Session) -> dict:
         return {
@@ -112,6 +141,7 @@ class Handlers:
         try:
             frame = sess.reset(prompt)
         except UserError as e:
+            log_user_error(e, request)
             gr.Warning(str(e))
             return gr.skip(), f"⚠️ {what}: {e}"
         return self.show(sess, frame), f"Started from {what}."
@@ -176,7 +206,7 @@ class Handlers:
             seq = parse_actions(actions_text, engine, int(frames), int(seed or 0))
             clips = generate_clip(engine, prompt, seq, int(samples))
         except (UserError, ValueError) as e:
-            raise gr.Error(str(e)) from None
+            raise user_error(e) from None
         video = tile(clips, gap=1) if len(clips) > 1 else clips[0]
         for old in sorted(self.tmp.glob("clip-*"), key=lambda p: p.stat().st_mtime)[:-16]:
             old.unlink(missing_ok=True)  # Gradio serves its own copies; keep a few recent ones
@@ -193,17 +223,17 @@ class Handlers:
         try:
             frame = sess.reset(image if image else self.sessions.default_start())
         except UserError as e:
-            raise gr.Error(str(e)) from None
-        return frame, self.info(sess)
+            raise user_error(e, request) from None
+        return self.api_frame(frame), self.info(sess)
 
     def api_step(self, action: str, request: gr.Request):
         sess = self.session(request)
         try:
             a = sess.engine.action_id(str(action).strip())
         except UserError as e:
-            raise gr.Error(str(e)) from None
-        return sess.step(a), self.info(sess)
+            raise user_error(e, request) from None
+        return self.api_frame(sess.step(a)), self.info(sess)
 
     def api_undo(self, request: gr.Request):
         sess = self.session(request)
-        return sess.undo(), self.info(sess)
+        return self.api_frame(sess.undo()), self.info(sess)

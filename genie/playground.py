@@ -7,28 +7,36 @@ Three pieces: `layout` builds the page (components only), `Handlers` (genie/play
 holds the event functions over the per-player `Sessions` (genie/sessions.py), and
 `build_demo` loads the world once and wires events to handlers. The HTML pieces and the key
 bindings are genie/play_html.py; keyboard, chords and the game clock run in the browser
-(genie/assets/playground.js). Everything the model does goes through `WorldEngine`.
+(genie/assets/playground.js); the command line is genie/play_cli.py. Everything the model
+does goes through `WorldEngine`, every player's steps through one batcher (genie/serving.py).
 
 HTTP API (gradio_client): `/reset` (start image -> frame), `/step` (action -> frame),
 `/undo`, `/generate` (image + actions -> video). See docs/PLAY.md.
 """
 
-import argparse
 import atexit
 import html
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from genie.errors import UserError
 from genie.sessions import MAX_PLAYERS, Sessions
 
 MAX_UPLOAD = "20mb"  # launch(max_file_size=...)
 QUEUE_SIZE = 64  # events waiting beyond this get Gradio's "queue is full" answer
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"]
+HEARTBEAT_S = 2  # Gradio's heartbeat: a closed tab or client is noticed (and its seat and
+# memory freed, `demo.unload`) within this long; Gradio's default of 15 s kept closed API
+# clients' seats (the 9th client in a row was refused)
+CACHE_CLEAN = (120, 600)  # Gradio's file cache (frames and clips served): every 2 min, delete
+# files older than 10 min (clients fetch a frame as soon as it is returned)
+TMP_PREFIX = "genie-play-"  # + pid: clips before Gradio copies them
 
 
 def _asset(name: str) -> str:
@@ -71,7 +79,7 @@ def layout(world, keys_html: str, display_size: int) -> Layout:
 
     labels, examples = world.action_labels, world.examples
     # Gradio caches every frame the API returns and every clip: drop files older than 30 min
-    with gr.Blocks(title=f"genie · {world.name}", delete_cache=(600, 1800)) as demo:
+    with gr.Blocks(title=f"genie · {world.name}", delete_cache=CACHE_CLEAN) as demo:
         gr.Markdown(
             f"## genie · {html.escape(world.name)}\nA world imagined by a model, frame by frame: no game engine runs behind it."
         )
@@ -210,7 +218,8 @@ def build_demo(
     if not isinstance(world, World):
         world = World.from_folder(world)
     sessions = Sessions(world, max_players=max_players, seed=seed, **engine_kw)
-    tmp = Path(tempfile.mkdtemp(prefix="genie-play-"))  # clips before Gradio copies them
+    clean_stale_tmp()
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     h = Handlers(sessions, display_size, tmp, clock=clock)
     ui = layout(world, keys_html(h.labels, h.keys, h.noop, h.clock), display_size)
@@ -245,98 +254,85 @@ def build_demo(
         demo.unload(h.on_unload)
 
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    _refuse_bad_inputs_in_one_line(demo)
     demo.sessions = sessions
     demo.world = world
     return demo
+
+
+def _refuse_bad_inputs_in_one_line(demo) -> None:
+    """Gradio checks inputs before our functions run: a path on the server (not uploaded) is
+    refused with a ValueError the player sees as `{"error": null}`, a payload that is not a
+    file fails validation the same way, and a wrong file type is a message, but each writes
+    a traceback to the log. Make them user errors: the message shown, one line logged."""
+    import gradio as gr
+    from gradio.exceptions import InvalidPathError
+    from pydantic import ValidationError
+
+    from genie.play_events import log_user_error
+
+    preprocess = demo.preprocess_data
+    send = "Send a file from your machine instead (gradio_client.handle_file)."
+
+    async def preprocess_data(*args, **kwargs):
+        try:
+            return await preprocess(*args, **kwargs)
+        except InvalidPathError as e:
+            msg = f"refused: {e} {send}"
+        except ValidationError as e:
+            msg = f"not a file ({e.errors()[0].get('msg', 'invalid input')}). {send}"
+        except gr.Error as e:  # Gradio's own message (e.g. a file type not accepted)
+            msg = e.message
+        log_user_error(msg)
+        raise gr.Error(msg, print_exception=False)
+
+    demo.preprocess_data = preprocess_data
+
+
+def clean_stale_tmp(root: Path | None = None, legacy_age_s: float = 3600) -> list[Path]:
+    """Delete the temp folders of playgrounds that are gone (killed: atexit never ran).
+    A folder names its server's pid; older unnamed ones go once untouched for an hour."""
+    removed = []
+    for d in Path(root or tempfile.gettempdir()).glob(f"{TMP_PREFIX}*"):
+        pid = d.name[len(TMP_PREFIX) :].split("-")[0]
+        try:
+            stale = (
+                not _alive(int(pid))
+                if pid.isdigit()
+                else time.time() - d.stat().st_mtime > legacy_age_s
+            )
+        except OSError:
+            continue
+        if stale and d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def launch(demo, host: str = "127.0.0.1", port: int | None = None, share: bool = False, **kw):
     """Launch with the playground's safe defaults (local only, bounded uploads, no analytics).
     Returns the local URL."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    _, url, _ = demo.launch(
-        server_name=host,
-        server_port=port,
-        share=share,
-        max_file_size=MAX_UPLOAD,
-        css=_asset("playground.css"),
-        **kw,
-    )
+    os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", str(HEARTBEAT_S))
+    try:
+        _, url, _ = demo.launch(
+            server_name=host,
+            server_port=port,
+            share=share,
+            max_file_size=MAX_UPLOAD,
+            css=_asset("playground.css"),
+            **kw,
+        )
+    except (OSError, OverflowError) as e:  # what check_address did not foresee
+        raise UserError(f"cannot serve on {host}:{port}: {str(e).split('. ')[0]}") from None
     return url
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--world", required=True, help="world folder (tokenizer/, dynamics/, world.json, examples/)"
-    )
-    p.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
-    )
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument(
-        "--share", action="store_true", help="also open a public gradio.live link (off by default)"
-    )
-    p.add_argument(
-        "--max-players",
-        type=int,
-        default=MAX_PLAYERS,
-        help=f"live sessions at once (default {MAX_PLAYERS})",
-    )
-    p.add_argument(
-        "--seed", type=int, help="seed every session the same (default: a random seed per session)"
-    )
-    p.add_argument("--steps", type=int, help="MaskGIT steps per frame (default: the world's)")
-    p.add_argument("--temperature", type=float, help="sampling temperature (default: the world's)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads per step (default 1: steady latency while the server, the browser "
-        "and other players share the CPU; on a 2-core machine 2 threads stall badly under load)",
-    )
-    p.add_argument(
-        "--size", type=int, default=384, help="displayed frame size in pixels (default 384)"
-    )
-    p.add_argument(
-        "--no-clock",
-        dest="clock",
-        action="store_false",
-        help="no game clock: the world moves only while a key is held, even when it has a "
-        "noop action (default: worlds with a noop keep running while no key is held)",
-    )
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("play", help="play a world in the browser (Gradio playground + HTTP API)")
-    add_args(p)
-    p.set_defaults(func=run)
-
-
-def make_demo(args: argparse.Namespace):
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    from genie.world import World
-
-    world = World.from_folder(args.world)  # a bad folder fails here, before any server starts
-    return build_demo(
-        world,
-        max_players=args.max_players,
-        seed=args.seed,
-        display_size=args.size,
-        clock=args.clock,
-        steps=args.steps,
-        temperature=args.temperature,
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    demo = make_demo(args)
-    print(f"genie play: {demo.world.name} at http://{args.host}:{args.port} (Ctrl+C to stop)")
-    launch(demo, host=args.host, port=args.port, share=args.share)
-    return 0

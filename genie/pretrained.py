@@ -96,12 +96,26 @@ class PretrainedMixin:
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
             raise UserError(f"{weights} not found")
-        model = cls(config)
+        try:
+            model = cls(config)
+        except (AssertionError, ValueError, TypeError) as e:  # e.g. width not divisible by heads
+            raise UserError(
+                f"{directory / CONFIG_NAME} describes no buildable {cls.model_type} ({e or type(e).__name__}): "
+                "restore the config.json saved with these weights"
+            ) from None
         try:
             state = load_file(str(weights), device=str(device))
         except Exception as e:  # corrupt or truncated file
             raise UserError(f"{weights} could not be read ({e})") from None
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # tensors of other shapes: config.json was edited or swapped
+            sizes = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+            first = sizes[0].rstrip(".") if sizes else str(e).splitlines()[0]
+            raise UserError(
+                f"{weights} does not match {directory / CONFIG_NAME} ({len(sizes)} tensors "
+                f"differ; {first}): restore the config.json saved with these weights"
+            ) from None
         if missing or unexpected:
             raise UserError(
                 f"{weights} does not match its config.json "

@@ -18,6 +18,21 @@ from genie.errors import UserError
 from genie.images import grid, upscale  # noqa: F401 (upscale: part of this module's API)
 
 FORMATS = (".mp4", ".gif", ".png")
+MAX_SCALE = 16  # upscale factor: 64x64 frames -> 1024x1024
+MAX_BYTES = 2 << 30  # upscaled frames held in memory while writing (2 GiB)
+
+
+def check_size(frames: int, height: int, width: int, scale: int) -> None:
+    """Refuse, before anything is computed or written, a video too big to hold: K frames of
+    (H, W) upscaled by `scale` (`genie generate --scale 1000` tried to allocate 23 GiB)."""
+    if not 1 <= int(scale) <= MAX_SCALE:
+        raise UserError(f"scale must be 1..{MAX_SCALE}, got {scale}")
+    need = frames * height * width * 3 * int(scale) ** 2
+    if need > MAX_BYTES:
+        raise UserError(
+            f"{frames} frames of {height * scale}x{width * scale} pixels need {need / 2**30:.1f} GiB "
+            f"(at most {MAX_BYTES // 2**30} GiB): use a smaller scale or fewer frames"
+        )
 
 
 def tile(frames: np.ndarray, gap: int = 0) -> np.ndarray:
@@ -39,18 +54,25 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 15, scale: in
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise UserError(f"no frames to write (got an array of shape {tuple(frames.shape)})")
-    if int(scale) < 1 or fps <= 0:
-        raise UserError("scale must be >= 1 and fps > 0")
+    if fps <= 0:
+        raise UserError(f"fps must be > 0, got {fps}")
+    check_size(*frames.shape[:3], scale)
     frames = upscale(frames.astype(np.uint8, copy=False), int(scale))
     path.parent.mkdir(parents=True, exist_ok=True)
-    if ext == ".mp4":
-        _write_mp4(path, frames, fps)
-    elif ext == ".gif":
-        _write_gif(path, frames, fps)
-    else:
-        from PIL import Image
+    # written under a temporary name, then renamed: an interrupted write leaves no half video
+    part = path.with_name(f".{path.stem}.partial{ext}")
+    try:
+        if ext == ".mp4":
+            _write_mp4(part, frames, fps)
+        elif ext == ".gif":
+            _write_gif(part, frames, fps)
+        else:
+            from PIL import Image
 
-        Image.fromarray(grid(frames[None])).save(path)  # one row of K frames
+            Image.fromarray(grid(frames[None])).save(part)  # one row of K frames
+        part.replace(path)
+    finally:
+        part.unlink(missing_ok=True)
     return path
 
 

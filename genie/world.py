@@ -329,7 +329,20 @@ class World:
         dynamics = load_part(root, "dynamics", device)
         lam = load_part(root, "lam", device) if with_lam else None
         check_compatible(tokenizer, lam, dynamics, meta)
-        return cls(root, meta, tokenizer, dynamics, lam)
+        world = cls(root, meta, tokenizer, dynamics, lam)
+        world.check_examples()
+        return world
+
+    def check_examples(self) -> None:
+        """Every examples/*.png must be a readable image: a corrupt one fails the load in one
+        line, instead of a playground whose page shows "Error" and refuses every key."""
+        from genie.images import load_image
+
+        for path in self.examples:
+            try:
+                load_image(path, self.frame_size[0])
+            except UserError as e:
+                raise UserError(f"{path}: {e}; replace or delete this start frame") from None
 
     @property
     def name(self) -> str:

@@ -130,7 +130,7 @@ def test_sessions_are_bounded_and_idle_ones_evicted(world):
     from genie.world import World
 
     w = World.from_folder(world)
-    full = Sessions(w, max_players=2, idle_evict_s=3600)
+    full = Sessions(w, max_players=2, idle_evict_s=3600, seat_wait_s=0)
     a = full.get("a")
     full.get("b")
     assert full.get("a") is a
@@ -139,7 +139,7 @@ def test_sessions_are_bounded_and_idle_ones_evicted(world):
     full.free("a")
     assert full.get("c") is not a and len(full) == 2 and a.closed
 
-    evicting = Sessions(w, max_players=2, idle_evict_s=0)
+    evicting = Sessions(w, max_players=2, idle_evict_s=0, seat_wait_s=0)
     first = evicting.get("a")
     evicting.get("b")
     evicting.get("a")  # "a" becomes the most recently used
@@ -233,7 +233,7 @@ def test_keys_and_clock_follow_the_world_labels(tmp_path):
 def test_play_command_fails_cleanly_without_a_world(tmp_path, capsys):
     from genie.cli import main
 
-    assert main(["play", "--world", str(tmp_path / "missing")]) == 2
+    assert main(["play", "--world", str(tmp_path / "missing"), "--port", str(free_port())]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
