@@ -96,7 +96,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--players",
         help="comma-separated player counts, e.g. 1,4,8,16: frames/s per player and in total, "
-        "p95 latency, each player holding a key (instead of the engine and browser numbers)",
+        "p95 latency, each player holding a key (instead of the engine and browser numbers); "
+        "with --browser: that many headless-Chromium tabs, frames/s each tab shows",
     )
     m.add_argument(
         "--seconds", type=float, default=15.0, help="seconds timed per player count (default 15)"
@@ -309,6 +310,21 @@ def _run_players(args: argparse.Namespace, counts: list[int]) -> int:
             )
         return 0
     world = World.from_folder(args.world)
+    if args.browser:
+        if not CHROMIUM.exists():
+            raise UserError(f"--browser needs {CHROMIUM} (apt-get install chromium)")
+        with contextlib.redirect_stdout(sys.stderr):  # Gradio prints while starting/closing
+            tabs = [play_load.bench_tabs(world, n, args.seconds, args.batch) for n in counts]
+        if args.json:
+            print(json.dumps(tabs))
+            return 0
+        for r in tabs:
+            print(
+                f"{r['tabs']} tabs holding a key ({'batched' if r['batched'] else 'alone'}): "
+                f"{r['fps_per_tab']} frames/s shown per tab (min {r['fps_per_tab_min']}), "
+                f"{r['fps_total']} in total, load {r['load_avg']}"
+            )
+        return 0
     rows = [play_load.bench_players(world, n, args.seconds, batch=args.batch) for n in counts]
     if args.json:
         print(json.dumps(rows))

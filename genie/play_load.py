@@ -8,6 +8,9 @@ Serving (`bench_players`): N threads, each a player of the playground's own `Ses
 the browser stream does (PNG), repeat. Frames/s per player and in total, step latency as a
 player waits for it (p50, p95), rows per model call; `--no-batch` steps each player alone.
 
+Browser (`bench_tabs`, `--players N --browser`): N headless-Chromium tabs of one playground,
+each holding a key: the frames/s each tab shows, as in the issue's drill.
+
 Memory (`memory_drill`): `genie play` in a subprocess, then rounds of N gradio_client players
 (each `/reset`, `--player-steps` `/step`s, close): the server's RSS idle, at the peak of each
 round, and `--settle` seconds after its last player left. `--stay K`: K players of the first
@@ -84,6 +87,51 @@ def bench_players(
         "step_p50_ms": round(float(np.percentile(lat, 50)), 1),
         "step_p95_ms": round(float(np.percentile(lat, 95)), 1),
         "rows_per_call": round((calls1[1] - calls0[1]) / calls, 2) if calls else 1.0,
+        "load_avg": load_average(),
+    }
+
+
+def bench_tabs(world, tabs: int, hold_s: float, batch: bool = True) -> dict:
+    """`tabs` headless-Chromium tabs of one playground (no game clock), each holding a key
+    for `hold_s` seconds: the frames/s each tab shows (after its first 2 s)."""
+    from playwright.sync_api import sync_playwright
+
+    from genie import playground
+    from genie.play_bench import CHROMIUM, CHROMIUM_ARGS, FRAME, PROBE_JS
+
+    demo = playground.build_demo(world, max_players=tabs, seed=0, clock=False, batch=batch)
+    url = playground.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
+    press = "(k) => document.dispatchEvent(new KeyboardEvent('%s', {key: k}))"
+    key = "ArrowRight" if "right" in [a.lower() for a in world.action_labels] else "1"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            pages = []
+            for _ in range(tabs):
+                page = browser.new_context().new_page()
+                page.goto(url, wait_until="load")  # Gradio keeps a connection open
+                page.wait_for_selector(FRAME, timeout=120_000)
+                page.evaluate(PROBE_JS)
+                pages.append(page)
+            for page in pages:
+                page.evaluate(press % "keydown", key)
+            time.sleep(hold_s)
+            shown = [page.evaluate("() => window.__genie.times") for page in pages]
+            for page in pages:
+                page.evaluate(press % "keyup", key)
+            browser.close()
+    finally:
+        demo.close()
+    fps = []
+    for times in shown:  # ms timestamps of new frames; the first 2 s fill the pipeline
+        t = [x for x in times if times and x >= times[0] + 2000]
+        fps.append((len(t) - 1) / ((t[-1] - t[0]) / 1000) if len(t) > 1 else 0.0)
+    return {
+        "tabs": tabs,
+        "batched": batch,
+        "fps_per_tab": round(float(np.mean(fps)), 2),
+        "fps_per_tab_min": round(float(np.min(fps)), 2),
+        "fps_total": round(float(np.sum(fps)), 1),
         "load_avg": load_average(),
     }
 

@@ -147,10 +147,10 @@ class _Request:
 class Batcher:
     """Steps one-player engines for many threads, batching requests that arrive together.
 
-    `step(engine, action)` queues a request and waits for its frame. One worker thread takes
-    the first request waiting, then waits up to `window_s` for the other players who stepped
-    within the last `ACTIVE_S` (a lone player never waits), and steps them all: one call per
-    `batch_key` group. A request that fails (an unknown action, a world not reset) fails
+    `step(engine, action)` steps a player alone at once, in the caller's thread; otherwise it
+    queues a request and waits for its frame. One worker thread takes the first request
+    waiting, then waits up to `window_s` for the other players who stepped within the last
+    `ACTIVE_S`, and steps them all: one call per `batch_key` group. A request that fails (an unknown action, a world not reset) fails
     alone. The caller must not touch the engine until `step` returns (the playground's
     `Session` holds its lock)."""
 
@@ -161,10 +161,20 @@ class Batcher:
         self.rows = 0  # steps made in them
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._recent: dict[int, float] = {}  # id(engine) -> when it last asked for a step
+        self._lock = threading.Lock()  # guards _recent (callers' threads and the worker)
         self._thread = threading.Thread(target=self._serve, name="genie-batcher", daemon=True)
         self._thread.start()
 
     def step(self, engine: WorldEngine, action) -> np.ndarray:
+        now = time.monotonic()
+        with self._lock:
+            others = any(k != id(engine) and now - t < ACTIVE_S for k, t in self._recent.items())
+            self._recent[id(engine)] = now
+            alone = not others and self._queue.empty()
+            if alone:
+                self.batches, self.rows = self.batches + 1, self.rows + 1
+        if alone:  # step here: no hand-off to the worker thread, no wait
+            return engine.step(action)
         req = _Request(engine, action, Future())
         self._queue.put(req)
         return req.done.result()
@@ -193,12 +203,13 @@ class Batcher:
 
     def _gather(self, first: _Request) -> list[_Request]:
         now = time.monotonic()
-        self._recent = {k: t for k, t in self._recent.items() if now - t < ACTIVE_S}
-        self._recent[id(first.engine)] = now
+        with self._lock:
+            self._recent = {k: t for k, t in self._recent.items() if now - t < ACTIVE_S}
         batch, seen = [first], {id(first.engine)}
         deadline = now + self.window_s
         while len(batch) < self.max_batch:
-            playing = len(self._recent.keys() - seen)  # expected soon, not yet here
+            with self._lock:
+                playing = len(self._recent.keys() - seen)  # expected soon, not yet here
             try:
                 if playing and time.monotonic() < deadline:
                     req = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -209,7 +220,6 @@ class Batcher:
             if req is None:  # close: finish this batch first
                 self._queue.put(None)
                 break
-            self._recent[id(req.engine)] = time.monotonic()
             if id(req.engine) in seen:  # one engine twice: its second step waits its turn
                 self._queue.put(req)
                 break
@@ -236,7 +246,7 @@ class Batcher:
                 for r in group:
                     r.done.set_exception(e)
                 continue
-            self.batches += 1
-            self.rows += len(group)
+            with self._lock:
+                self.batches, self.rows = self.batches + 1, self.rows + len(group)
             for r, f in zip(group, frames, strict=True):
                 r.done.set_result(f)

@@ -67,6 +67,7 @@ class Session:
         self.last_step = 0.0
         self.last_used = time.monotonic()
         self.clip: Path | None = None  # last downloaded clip (deleted on the next or on close)
+        self.worker: threading.Thread | None = None  # the thread of the last stream
         self.closed = False
 
     @property
@@ -139,9 +140,10 @@ class Session:
             self.streamer = me
         frames: queue.Queue = queue.Queue(maxsize=1)
         stop = threading.Event()
-        threading.Thread(
+        self.worker = threading.Thread(
             target=self._play_while_held, args=(frames, stop, render), daemon=True
-        ).start()
+        )
+        self.worker.start()
         try:
             while (item := frames.get()) is not _DONE:
                 if isinstance(item, BaseException):
@@ -328,10 +330,16 @@ class Sessions:
         self._trim.start()
 
     def close(self) -> None:
-        """Free every session and stop the batcher (the server is closing)."""
+        """Free every session and stop the batcher (the server is closing): streams end after
+        the step they are in, before the interpreter may go (a thread inside torch then
+        aborts the process)."""
         with self._lock:
+            closing = list(self._by_id.values())
             for sid in list(self._by_id):
                 self._release(sid)
+        for sess in closing:
+            if sess.worker is not None:
+                sess.worker.join(timeout=10)
         if self.batcher is not None:
             self.batcher.close()
 

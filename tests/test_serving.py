@@ -143,3 +143,15 @@ def test_server_memory_comes_back_after_each_round_of_players(tmp_path):
     assert min(peaks) > idle + 40  # the players did hold memory
     assert max(after) < idle + 30
     assert after[1] < after[0] + 10
+
+
+def test_bench_play_players_reports_each_count(world, genie_cli):
+    import json
+
+    rc, out, _ = genie_cli(
+        "bench", "play", "--world", world.root, "--players", "1,3", "--seconds", "1", "--json"
+    )
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert rc == 0 and [r["players"] for r in rows] == [1, 3]
+    assert all(r["fps_per_player"] > 0 and r["step_p50_ms"] <= r["step_p95_ms"] for r in rows)
+    assert rows[1]["fps_total"] > 0 and rows[1]["rows_per_call"] > 1  # three players shared calls
