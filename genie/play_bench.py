@@ -123,7 +123,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "--stay",
         type=int,
         default=0,
-        help="with --memory-rounds: this many of the first round's players stay connected to the end",
+        help="with --memory-rounds: this many of the first round's players stay connected "
+        "to the end",
     )
 
 
@@ -305,8 +306,8 @@ def _run_players(args: argparse.Namespace, counts: list[int]) -> int:
         for i, r in enumerate(out["rounds"]):
             errors = f", {len(r['errors'])} failed: {r['errors'][0]}" if r["errors"] else ""
             print(
-                f"  round {i + 1}: {r['seconds']} s, peak {r['peak_mb']} MB, {args.settle:g} s after "
-                f"the last player left {r['after_mb']} MB (load {r['load_avg']}){errors}"
+                f"  round {i + 1}: {r['seconds']} s, peak {r['peak_mb']} MB, {args.settle:g} s "
+                f"after the last player left {r['after_mb']} MB (load {r['load_avg']}){errors}"
             )
         return 0
     world = World.from_folder(args.world)

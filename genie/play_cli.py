@@ -37,7 +37,8 @@ def check_address(host: str, port: int) -> None:
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 raise UserError(
-                    f"port {port} on {host} is in use (another genie play?): stop it or pick another --port"
+                    f"port {port} on {host} is in use (another genie play?): "
+                    "stop it or pick another --port"
                 ) from None
             if e.errno == errno.EADDRNOTAVAIL:
                 raise UserError(

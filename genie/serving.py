@@ -150,9 +150,9 @@ class Batcher:
     `step(engine, action)` steps a player alone at once, in the caller's thread; otherwise it
     queues a request and waits for its frame. One worker thread takes the first request
     waiting, then waits up to `window_s` for the other players who stepped within the last
-    `ACTIVE_S`, and steps them all: one call per `batch_key` group. A request that fails (an unknown action, a world not reset) fails
-    alone. The caller must not touch the engine until `step` returns (the playground's
-    `Session` holds its lock)."""
+    `ACTIVE_S`, and steps them all: one call per `batch_key` group. A request that fails (an
+    unknown action, a world not reset) fails alone. The caller must not touch the engine
+    until `step` returns (the playground's `Session` holds its lock)."""
 
     def __init__(self, window_s: float = WINDOW_S, max_batch: int = MAX_BATCH):
         self.window_s = window_s
@@ -161,7 +161,7 @@ class Batcher:
         self.rows = 0  # steps made in them
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._recent: dict[int, float] = {}  # id(engine) -> when it last asked for a step
-        self._lock = threading.Lock()  # guards _recent (callers' threads and the worker)
+        self._lock = threading.Lock()  # guards _recent and the counters (callers and worker)
         self._thread = threading.Thread(target=self._serve, name="genie-batcher", daemon=True)
         self._thread.start()
 
