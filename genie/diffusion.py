@@ -91,10 +91,8 @@ class DiffusionState:
 
     def repeat(self, n: int) -> DiffusionState:
         """A batch-1 state repeated n times (e.g. every action from one state)."""
-        c = self.cache.clone()
-        c.keys = [None if k is None else k.repeat(n, 1, 1, 1) for k in c.keys]
-        c.values = [None if v is None else v.repeat(n, 1, 1, 1) for v in c.values]
-        return DiffusionState(c, None if self.last is None else self.last.repeat(n, 1, 1))
+        last = None if self.last is None else self.last.repeat(n, 1, 1)
+        return DiffusionState(self.cache.repeat(n), last)
 
 
 class NoiseEmbedding(nn.Module):
@@ -274,13 +272,7 @@ class DiffusionDynamics(nn.Module, PretrainedMixin):
         """max_context: context frames kept (default T-1, as in training)."""
         return DiffusionState(self.transformer.new_cache(max_context or self.config.max_frames - 1))
 
-    def _action_ids(self, action, b: int, device) -> torch.Tensor:
-        if action is None:
-            return torch.full((b,), self.null_action, dtype=torch.long, device=device)
-        action = torch.as_tensor(action, device=device).long().reshape(-1).expand(b)
-        if (action < 0).any() or (action >= self.config.num_actions).any():
-            raise ValueError(f"action ids must be in 0..{self.config.num_actions - 1}")
-        return action
+    _action_ids = DynamicsModel._action_ids  # the same action ids and null action as MaskGIT
 
     @torch.no_grad()
     def append_frame(
