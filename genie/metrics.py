@@ -112,6 +112,29 @@ def track_scroll(frames: torch.Tensor, reanchor_px: int = 8) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
+def track_colour(
+    frames: torch.Tensor, colour: tuple[float, float, float], tol: float = 0.1, static: float = 0.9
+) -> torch.Tensor:
+    """Position (dy, dx) of a sprite of one colour against the first frame: (B, T, H, W, 3) in
+    [0, 1], colour in [0, 1] -> (B, T, 2) px. For games whose camera does not move (Atari),
+    where the player's sprite, not the scroll, shows what a key did. A pixel is the sprite's
+    when each channel is within `tol` of `colour`, except pixels of that colour in more than
+    `static` of the frames (a score, a border); the position is the centroid of those pixels,
+    held where none are left (a vanished sprite does not move), rounded to whole pixels."""
+    c = torch.as_tensor(colour, dtype=frames.dtype)
+    mask = ((frames - c).abs().amax(-1) <= tol).float()  # (B, T, H, W)
+    mask = mask * (mask.mean(1, keepdim=True) <= static)
+    h, w = frames.shape[2:4]
+    ys = torch.arange(h, dtype=frames.dtype)[:, None]
+    xs = torch.arange(w, dtype=frames.dtype)[None, :]
+    n = mask.sum((-2, -1))  # (B, T)
+    pos = torch.stack([(mask * ys).sum((-2, -1)), (mask * xs).sum((-2, -1))], -1) / n.clamp_min(1)[..., None]
+    for t in range(pos.shape[1]):  # hold the last seen position
+        prev = pos[:, t - 1] if t else torch.full_like(pos[:, 0], float(h - 1) / 2)
+        pos[:, t] = torch.where((n[:, t] > 0)[:, None], pos[:, t], prev)
+    return (pos - pos[:, :1]).round()  # whole pixels: sub-pixel jitter of the shape is not motion
+
+
 def best_mapping_accuracy(
     latent,
     true,

@@ -39,6 +39,7 @@ from genie.metrics import (
     gradient_magnitude,
     psnr,
     ssim,
+    track_colour,
     track_scroll,
 )
 from genie.replay import GamePlayer
@@ -192,9 +193,13 @@ def _motion(game: torch.Tensor, world: torch.Tensor) -> dict[str, float | int | 
     }
 
 
-def score(game: np.ndarray, world: np.ndarray, horizons: list[int]) -> dict:
+def score(
+    game: np.ndarray, world: np.ndarray, horizons: list[int], track: tuple | None = None
+) -> dict:
     """Metrics of world vs game frames, uint8 (L, K+1, H, W, 3) both, frame 0 the shared start:
-    per horizon (means over the L levels) and over all frames 1..K ("all")."""
+    per horizon (means over the L levels) and over all frames 1..K ("all"). Motion is the
+    camera's scroll, or with `track` (an RGB colour 0-255) the position of the sprite of that
+    colour (games whose camera stands still)."""
     g = torch.from_numpy(np.ascontiguousarray(game)).float() / 255
     w = torch.from_numpy(np.ascontiguousarray(world)).float() / 255
     start = g[:, :1].expand_as(g).contiguous()
@@ -206,7 +211,11 @@ def score(game: np.ndarray, world: np.ndarray, horizons: list[int]) -> dict:
         "colour_drift_pct": colour_drift(w, g),
     }
     grad_w, grad_g = gradient_magnitude(w), gradient_magnitude(g)
-    sg, sw = track_scroll(g, REANCHOR_PX), track_scroll(w, REANCHOR_PX)  # (L, K+1, 2)
+    if track is None:
+        sg, sw = track_scroll(g, REANCHOR_PX), track_scroll(w, REANCHOR_PX)  # (L, K+1, 2)
+    else:
+        rgb = tuple(c / 255 for c in track)
+        sg, sw = track_colour(g, rgb), track_colour(w, rgb)
     out: dict = {}
     for h in [*horizons, "all"]:
         t = slice(1, None) if h == "all" else slice(h, h + 1)
@@ -258,8 +267,11 @@ def run_playtest(
     scripts: list[str] | None = None,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    track: tuple[int, int, int] | None = None,
+    prefix: np.ndarray | None = None,
 ) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
-    """Play every script on every level in the game and in the world, from the game's frame 0.
+    """Play every script on every level in the game and in the world, from the game's frame 0,
+    or with `prefix` (L, P) game actions from the frame after the game played them.
     Returns (metrics, per script {"game", "world": uint8 (L, K+1, H, W, 3), "actions" (L, K)})."""
     horizons = sorted({h for h in HORIZONS if h <= horizon} | {horizon})
     results, frames, skipped = {}, {}, {}
@@ -270,12 +282,17 @@ def run_playtest(
             continue
         distinct = np.stack([script_actions(name, horizon, controls, seed, lv) for lv in levels])
         t0 = time.perf_counter()
-        real, restarts = game(levels, np.asarray(controls.game)[distinct])
+        pressed = np.asarray(controls.game)[distinct]
+        if prefix is not None and prefix.shape[1]:
+            pressed = np.concatenate([np.asarray(prefix, pressed.dtype), pressed], 1)
+        real, restarts = game(levels, pressed)
+        skip = pressed.shape[1] - horizon  # frames of the prefix
+        real, restarts = real[:, skip:], restarts[:, skip:]
         t1 = time.perf_counter()
         imagined = world(real[:, 0], np.asarray(controls.world)[distinct])
         t2 = time.perf_counter()
         dream = np.concatenate([real[:, :1], imagined], 1)  # (L, K+1, H, W, 3)
-        results[name] = score(real, dream, horizons)
+        results[name] = score(real, dream, horizons, track)
         results[name]["restarts"] = int(restarts[:, 1:].any(1).sum())
         frames[name] = {"game": real, "world": dream, "actions": distinct}
         if log:
@@ -288,6 +305,8 @@ def run_playtest(
         "seed": seed,
         "psnr_cap_db": PSNR_CAP_DB,
         "move_px": MOVE_PX,
+        "start_at": 0 if prefix is None else int(prefix.shape[1]),
+        "motion": "scroll" if track is None else f"sprite of colour {','.join(map(str, track))}",
         "scripts": {k: {"description": SCRIPTS[k], **v} for k, v in results.items()},
         "skipped_scripts": skipped,
         "mean": mean_over_scripts(by_script) if by_script else {},
@@ -313,6 +332,12 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--horizon", type=int, default=64, help="frames played per level (default 64)")
     p.add_argument("--scripts", nargs="+", metavar="NAME",
                    help=f"scripts to play (default all: {', '.join(SCRIPTS)})")  # fmt: skip
+    p.add_argument("--track-colour", metavar="R,G,B",
+                   help="measure motion by the sprite of this colour instead of the camera's "
+                   "scroll (default: world.json playtest.track_colour, else scroll)")  # fmt: skip
+    p.add_argument("--start-at", type=int, default=0, metavar="N",
+                   help="start each level after the game replayed its first N recorded actions "
+                   "(for games whose every reset looks the same, e.g. Atari; default 0)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("eval/playtest"), help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of sticky-random and of sampling")
     p.add_argument("--steps", type=int,
@@ -328,6 +353,39 @@ def _parse_range(text: str) -> tuple[int, int]:
     from genie.data.record import _parse_range as parse
 
     return parse(text)
+
+
+def _recorded_prefix(ds, levels: list[int], n: int) -> np.ndarray | None:
+    """(L, n) game actions each level's episode recorded first; None for n = 0."""
+    if n < 0:
+        raise UserError(f"--start-at must be >= 0 (got {n})")
+    if n == 0:
+        return None
+    from genie.data.format import shard_path
+
+    by_seed = {e.seed: e for e in ds.episodes}
+    out = []
+    for lv in levels:
+        e = by_seed[lv]
+        if n >= e.length:
+            raise UserError(f"--start-at {n} is past the end of level {lv} ({e.length} frames)")
+        acts = np.load(shard_path(ds.root, e.shard, "actions"), mmap_mode="r")
+        out.append(np.asarray(acts[e.start : e.start + n], np.int64))
+    return np.stack(out)
+
+
+def _track(text: str | list | None) -> tuple[int, int, int] | None:
+    """'214,214,214' (or a list) -> (214, 214, 214); None -> None (track the scroll)."""
+    if text is None:
+        return None
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        rgb = tuple(int(p) for p in parts)
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise UserError(f"--track-colour must be R,G,B with each in 0..255 (got {text})")
+    return rgb  # type: ignore[return-value]
 
 
 def _game(world_meta: dict, ds, size: int) -> tuple[dict, GamePlayer]:
@@ -395,11 +453,14 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--context-noise needs a diffusion world and a level >= 0")
         options = {**engine.sampling.options, "context_noise": args.context_noise}
         engine.sampling = engine.sampling.replace(options=options)
+    track = _track(args.track_colour or world.meta.get("playtest", {}).get("track_colour"))
     player = partial(play_world, engine, seed=args.seed, progress=True)
     print(f"play test: {len(levels)} levels x {len(scripts)} scripts x {args.horizon} frames")
+    prefix = _recorded_prefix(ds, levels, args.start_at)
     metrics, frames = run_playtest(
-        game, player, controls, levels, args.horizon, scripts, args.seed, log=print
-    )
+        game, player, controls, levels, args.horizon, scripts, args.seed, log=print, track=track,
+        prefix=prefix,
+    )  # fmt: skip
     metrics.update(
         world=str(args.world),
         data=str(args.data),

@@ -58,9 +58,9 @@ ROWS = [  # (metrics key, row name, format)
     ("hold_start_ssim", "holding the start frame, SSIM", ".3f"),
     ("sharpness", "sharpness, world / game (mean gradient)", ".2f"),
     ("colour_drift_pct", "colour drift (% of range)", ".1f"),
-    ("motion_agreement", f"scroll direction agreement (game moved >= {MOVE_PX} px)", ".0%"),
+    ("motion_agreement", f"motion direction agreement (game moved >= {MOVE_PX} px)", ".0%"),
     ("motion_moving", "... axes x frames where the game moved", "d"),
-    ("motion_error_px", "scroll error (px, mean abs.)", ".1f"),
+    ("motion_error_px", "motion error (px, mean abs.)", ".1f"),
 ]
 
 
@@ -103,8 +103,9 @@ def write_report(out: Path, metrics: dict, frames: dict[str, dict[str, np.ndarra
         "|difference of per-channel means|, % of range. Scroll = content shift of frame t "
         "against the start by Fourier-domain correlation, tracked through newer anchor frames "
         f"once the content moved {REANCHOR_PX} px; direction "
-        f"agreement counts axes and frames where the game scrolled >= {MOVE_PX} px. "
-        "'all frames' pools t = 1..horizon.",
+        f"agreement counts axes and frames where the game moved >= {MOVE_PX} px. "
+        f"Motion here: {metrics.get('motion', 'scroll')} (a sprite's motion is its centroid's "
+        "offset from the start frame). 'all frames' pools t = 1..horizon.",
         "",
         "## Controls",
         "",

@@ -14,6 +14,7 @@ from genie.metrics import (
     phase_shift,
     psnr,
     ssim,
+    track_colour,
     track_scroll,
 )
 
@@ -74,6 +75,23 @@ def test_track_scroll_follows_a_camera_further_than_the_frame_is_wide():
     assert s[0, :, 0].abs().max() == 0
     assert s[0, -1, 1].item() == -120  # content moves left as the camera goes right
     assert (s[0, :, 1] == -x.float()).float().mean() > 0.9
+
+
+def test_track_colour_follows_a_sprite_past_a_static_score_of_its_colour():
+    t, h, w = 12, 32, 32
+    frames = torch.zeros(1, t, h, w, 3)
+    frames[..., 1] = 0.6  # green ring
+    frames[:, :, 1:3, 1:6] = 0.84  # a white score, there in every frame
+    for i in range(t):
+        y, x = 10 + i // 2, 4 + i  # the white sprite walks right and down
+        frames[0, i, y : y + 4, x : x + 3] = 0.84
+    frames[0, 9:] = frames[0, 8]  # then stands still
+    frames[0, 10, 5:20, 5:20, :] = 0.0  # and is hidden for one frame (black box over it)
+    pos = track_colour(frames, (0.84, 0.84, 0.84))
+    assert pos.shape == (1, t, 2)
+    assert torch.allclose(pos[0, :9, 1], torch.arange(9.0))  # x: 1 px per frame
+    assert torch.allclose(pos[0, :9, 0], torch.arange(9.0) // 2)
+    assert torch.equal(pos[0, 10], pos[0, 9])  # hidden: held where it was last seen
 
 
 def test_action_accuracy_fits_and_holds_out_by_episode():

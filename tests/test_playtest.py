@@ -161,6 +161,37 @@ def test_atari_replay_is_deterministic():
     assert a.shape == (1, 7, 32, 32, 3) and np.array_equal(a, b)
 
 
+def test_a_recorded_prefix_moves_the_start_frame_and_the_world_starts_there():
+    starts = []
+
+    def world(s, actions):
+        starts.append(s.copy())
+        return copy_world(s, actions)
+
+    prefix = np.full((3, 5), COINRUN_DISTINCT.index("right"))  # 5 frames of right, 2 px each
+    m, frames = run_playtest(
+        scroll_game, world, identity_controls(), [1, 2, 3], 8, ["stand-still"], prefix=prefix
+    )
+    game = frames["stand-still"]["game"]
+    assert m["start_at"] == 5 and game.shape[1] == 9
+    full, _ = scroll_game([1, 2, 3], np.concatenate([prefix, np.zeros((3, 8), int)], 1))
+    assert np.array_equal(game, full[:, 5:])  # the game from the frame after the prefix
+    assert np.array_equal(starts[0], full[:, 5])  # and the world from the same frame
+
+
+def test_boxing_sprite_motion_agrees_with_itself_and_not_with_the_mirror_key():
+    pytest.importorskip("ale_py")
+    from genie.playtest import score
+    from genie.replay import atari_player
+
+    game = atari_player("ALE/Boxing-v5", 64)
+    right, _ = game([0], np.full((1, 24), 3))  # RIGHT: the white boxer walks right
+    down, _ = game([0], np.full((1, 24), 5))  # DOWN
+    white = (214, 214, 214)
+    assert score(right, right, [24], white)["24"]["motion_agreement"] == 1.0
+    assert score(right, down, [24], white)["all"]["motion_agreement"] < 0.2
+
+
 @pytest.fixture(scope="module")
 def coinrun_test_data(tmp_path_factory):
     pytest.importorskip("procgen")

@@ -53,6 +53,42 @@ def _import_atari():
     return gymnasium
 
 
+def atari_action_space(game: str, labels: list[str], actions: list[str] | None) -> dict:
+    """The manifest's action space. v5 envs use the game's minimal action set, whose actions are
+    already distinct; `actions` keeps a subset of them (the policy plays only those). A game
+    action outside the subset maps to the subset action it contains ("UPFIRE" -> "UP"), else to
+    the first one."""
+    n = len(labels)
+    if actions is None:
+        return {
+            "n": n,
+            "labels": labels,
+            "distinct": {"labels": labels, "of": list(range(n)), "game_action": list(range(n))},
+        }
+    upper = [a.upper() for a in actions]
+    unknown = [a for a in upper if a not in labels]
+    if unknown or not upper or len(set(upper)) != len(upper):
+        what = f"unknown {', '.join(unknown)}" if unknown else "each once, at least one"
+        raise UserError(f"--actions for {game}: {what}; its actions are {','.join(labels)}")
+    game_action = [labels.index(a) for a in upper]
+
+    def collapse(label: str) -> int:
+        if label in upper:
+            return upper.index(label)
+        inside = [i for i, a in enumerate(upper) if a != "NOOP" and a in label]
+        return max(inside, key=lambda i: len(upper[i])) if inside else 0
+
+    return {
+        "n": n,
+        "labels": labels,
+        "distinct": {
+            "labels": upper,
+            "of": [collapse(lab) for lab in labels],
+            "game_action": game_action,
+        },
+    }
+
+
 def record_atari_episode(env, level: int, actions: np.ndarray, size: int) -> dict[str, np.ndarray]:
     """Play one episode from env.reset(seed=level); a game over resets and flags `firsts`."""
     from genie.images import fit_square
@@ -84,8 +120,12 @@ def record_atari(
     progress: bool = True,
     policy: str = "uniform",
     hold_mean: float = 8.0,
+    actions: list[str] | None = None,
 ) -> RecordResult:
-    """Record Atari episodes (split, env seed) of `plan` into `out`, skipping those already there."""
+    """Record Atari episodes (split, env seed) of `plan` into `out`, skipping those already there.
+
+    `actions` (names from the game's minimal set) restricts what the policy plays; they become
+    the dataset's distinct actions."""
     from tqdm import tqdm
 
     gymnasium = _import_atari()
@@ -106,13 +146,11 @@ def record_atari(
     }
     if policy == "sticky":
         source["policy_params"] = {"hold_mean": hold_mean, "weights": "uniform"}
-    # v5 envs use the game's minimal action set: its actions are already distinct
     labels = [str(a) for a in env.unwrapped.get_action_meanings()]
-    space = {
-        "n": n,
-        "labels": labels,
-        "distinct": {"labels": labels, "of": list(range(n)), "game_action": list(range(n))},
-    }
+    space = atari_action_space(game, labels, actions)
+    played = space["distinct"]["game_action"]
+    if actions is not None:
+        source["actions"] = space["distinct"]["labels"]
     with DatasetWriter(
         out, frame_size=(size, size), source=source, fps=ATARI_FPS, action_space=space
     ) as w:
@@ -126,9 +164,11 @@ def record_atari(
             pending = []
             for split, lv in todo[i : i + per_shard]:
                 actions = (
-                    sticky_actions(seed, lv, steps, list(range(n)), None, hold_mean)
+                    sticky_actions(seed, lv, steps, played, None, hold_mean)
                     if policy == "sticky"
-                    else episode_actions(seed, lv, steps, n, action_repeat)
+                    else np.asarray(played, np.int32)[
+                        episode_actions(seed, lv, steps, len(played), action_repeat)
+                    ]
                 )
                 p = record_atari_episode(env, lv, actions, size)
                 pending.append(EpisodeData(f"seed-{lv}", split, actions=actions, seed=lv, **p))

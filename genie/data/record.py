@@ -363,6 +363,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "--seeds", type=_parse_range, metavar="A:B", help="record env seeds A..B-1 as --split"
     )
     a.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
+    a.add_argument("--actions", metavar="A,B,..",
+                   help="play only these of the game's actions (e.g. NOOP,FIRE,UP,RIGHT,LEFT,DOWN); "
+                   "they become the dataset's distinct actions (default: the whole minimal set)")  # fmt: skip
     a.set_defaults(func=run)
 
 
@@ -423,9 +426,11 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"--size must be in 8..512 (got {args.size})")
             from genie.data.atari import record_atari
 
+            subset = [a.strip() for a in args.actions.split(",")] if args.actions else None
             res = record_atari(
-                args.out, args.game, plan, size=args.size, progress=not args.quiet, **common
-            )
+                args.out, args.game, plan, size=args.size, progress=not args.quiet,
+                actions=subset, **common,
+            )  # fmt: skip
     except KeyboardInterrupt:
         print(
             f"the episodes saved in {args.out} are intact; rerun the same command to continue",
