@@ -329,3 +329,19 @@ def test_killed_recording_resumes(tmp_path):
     ):
         a, b = arrays(root, got), arrays(fresh, want)
         assert all(np.array_equal(a[k], b[k]) for k in fmt.ARRAYS)
+
+
+def test_atari_action_subset_becomes_the_distinct_actions():
+    from genie.data.atari import atari_action_space
+    from genie.errors import UserError
+
+    labels = ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPFIRE", "UPRIGHTFIRE"]
+    space = atari_action_space("Boxing", labels, ["noop", "fire", "up", "right", "upright"])
+    d = space["distinct"]
+    assert d["labels"] == ["NOOP", "FIRE", "UP", "RIGHT", "UPRIGHT"]
+    assert d["game_action"] == [0, 1, 2, 3, 6]
+    # unplayed game actions collapse onto the played one they contain (LEFT, DOWN: none -> NOOP)
+    assert d["of"] == [0, 1, 2, 3, 0, 0, 4, 1, 4]
+    with pytest.raises(UserError, match="unknown JUMP"):
+        atari_action_space("Boxing", labels, ["NOOP", "JUMP"])
+    assert atari_action_space("Boxing", labels, None)["distinct"]["of"] == list(range(9))
