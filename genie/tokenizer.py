@@ -59,6 +59,8 @@ class TokenizerConfig:
     vq_beta: float = 0.25  # commitment weight of the VQ loss
     vq_restart_after: int = 50  # training steps a code may go unused before it is re-seeded
     l1_weight: float = 0.0  # weight of an extra L1 reconstruction term (MSE always on)
+    grad_weight: float = 0.0  # weight of an L1 term on image gradients (edges; against blur)
+    latent_noise: float = 0.0  # continuous: std of noise on the latents the decoder sees in training
     # decoder input in training: False = the VQ code (for MaskGIT's ids); True = the continuous
     # l2-normalised latent before quantisation (what a diffusion dynamics predicts); ids are
     # computed either way, so a tokenizer trained continuous still serves MaskGIT
@@ -309,13 +311,19 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
         h, w = self.grid
         z = self._latents(frames, update_stats=self.center.training)
         q = self.vq(z)
-        recon = self._decode_codes(
-            F.normalize(z, dim=-1) if self.config.continuous else q.quantized
-        )
+        if self.config.continuous:  # what a diffusion dynamics hands the decoder: near, not exact
+            zn = F.normalize(z, dim=-1)
+            if self.training and self.config.latent_noise > 0:
+                zn = F.normalize(zn + self.config.latent_noise * torch.randn_like(zn), dim=-1)
+        recon = self._decode_codes(zn if self.config.continuous else q.quantized)
         target = to_float(frames)
         losses = {"recon": F.mse_loss(recon, target), "vq": q.loss}
         if self.config.l1_weight > 0:
             losses["l1"] = self.config.l1_weight * F.l1_loss(recon, target)
+        if self.config.grad_weight > 0:  # gradient difference loss: edges where the frame has them
+            losses["grad"] = self.config.grad_weight * sum(
+                F.l1_loss(recon.diff(dim=d), target.diff(dim=d)) for d in (-3, -2)
+            )
         ids = rearrange(q.ids, "b t (h w) -> b t h w", h=h, w=w)
         return TokenizerOutput(
             ids=ids, recon=recon, losses=losses, perplexity=q.perplexity, usage=q.usage

@@ -91,6 +91,20 @@ def test_loss_metrics_evaluate_and_visualize():
     assert strip.dtype == np.uint8 and strip.shape == (2 * 2 * 32, 3 * 32, 3)
 
 
+def test_edge_loss_and_latent_noise_train_the_decoder_on_what_a_diffusion_hands_it():
+    torch.manual_seed(0)
+    model = VideoTokenizer(tiny_config(continuous=True, grad_weight=1.0, latent_noise=0.05))
+    batch = make_batch(2, 3, seed=1)
+    out = model(batch["frames"])
+    assert set(out.losses) == {"recon", "vq", "grad"} and out.losses["grad"] > 0
+    again = model(batch["frames"]).recon
+    assert not torch.equal(out.recon, again)  # training: noisy latents each call
+    model.eval()
+    with torch.no_grad():
+        a, b = model(batch["frames"]).recon, model(batch["frames"]).recon
+    assert torch.equal(a, b)  # evaluation: the clean latents
+
+
 def test_wrong_frame_size_is_a_clear_error():
     model = VideoTokenizer(tiny_config())
     with pytest.raises(ValueError, match="expected frames"):
