@@ -38,6 +38,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--lr", type=float, help="override the preset's peak learning rate")
     p.add_argument("--clip-len", type=int, help="override the preset's frames per training clip")
+    p.add_argument("--ema-decay", type=float,
+                   help="override the preset's EMA decay of the exported weights (short fine-tunes "
+                   "want a shorter average, e.g. 0.99)")  # fmt: skip
     p.add_argument(
         "--mixed-precision",
         choices=("no", "fp16", "bf16"),

@@ -41,6 +41,7 @@ def resolve_settings(args) -> Settings:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "clip_len": args.clip_len,
+        "ema_decay": getattr(args, "ema_decay", None),
     }
     backend = getattr(args, "backend", None)
     found = checkpoint.find(run_dir)
