@@ -1,6 +1,6 @@
 """The genie playground as a script (e.g. for a Hugging Face Space):
 
-    python app.py --world worlds/coinrun [--host 0.0.0.0] [--port 7860] [--share]
+    python app.py --world worlds/coinrun [--world worlds/boxing] [--host 0.0.0.0] [--share]
 
 Same options as `genie play` (genie/play_cli.py); the app is genie/playground.py.
 """
@@ -18,11 +18,11 @@ from genie.errors import UserError  # noqa: E402
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Play a genie world in the browser.")
     play_cli.add_args(parser)
-    parser.set_defaults(world=os.environ.get("GENIE_WORLD", "worlds/coinrun"))
     for action in parser._actions:  # --world may come from $GENIE_WORLD (default worlds/coinrun)
         if action.dest == "world":
             action.required = False
     args = parser.parse_args(argv)
+    args.world = args.world or [os.environ.get("GENIE_WORLD", "worlds/coinrun")]
     try:
         return play_cli.run(args)
     except UserError as e:

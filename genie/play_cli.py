@@ -1,6 +1,8 @@
 """`genie play`: the command line of the playground (genie/playground.py builds the app).
 
     genie play --world worlds/coinrun [--host 0.0.0.0] [--port 7860] [--max-players 8]
+    genie play --world worlds/coinrun --world worlds/boxing     # a world picker on the page
+    genie play --world worlds/ [--default-world boxing]         # every world folder in worlds/
 
 Every option is checked, and the address tried, before the world loads, so a mistake ends
 in one line and exit 2 within a second; players' mistakes while it runs are one line each in
@@ -53,7 +55,19 @@ def check_address(host: str, port: int) -> None:
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--world", required=True, help="world folder (tokenizer/, dynamics/, world.json, examples/)"
+        "--world",
+        action="append",
+        required=True,
+        metavar="WORLD",
+        help="world folder (tokenizer/, dynamics/, world.json, examples/), or a folder of world "
+        "folders; repeat to serve several (players pick one on the page; each is known by its "
+        "folder name)",
+    )
+    p.add_argument(
+        "--default-world",
+        metavar="NAME",
+        help="the world new players start in (default: the first given; for a folder of "
+        "worlds, its first by name)",
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
@@ -110,6 +124,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--size must be 16..2048 pixels, got {args.size}")
     if args.threads is not None and args.threads < 0:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
+    from genie.play_worlds import resolve_worlds
+
+    resolve_worlds(args.world, args.default_world)  # names and folders, before any loads
 
 
 def make_demo(args: argparse.Namespace):
@@ -119,12 +136,13 @@ def make_demo(args: argparse.Namespace):
         import torch
 
         torch.set_num_threads(args.threads)
+    from genie.play_worlds import WorldSet
     from genie.playground import build_demo
-    from genie.world import World
 
-    world = World.from_folder(args.world)  # a bad folder fails here, before any server starts
+    # each world loads once, shared by every player; a bad one fails here, before any server
+    worlds = WorldSet.load(args.world, args.default_world)
     return build_demo(
-        world,
+        worlds,
         max_players=args.max_players,
         seed=args.seed,
         display_size=args.size,
@@ -161,7 +179,11 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     check_address(args.host, args.port)  # before the world loads: fail in a second
     demo = make_demo(args)
-    print(f"genie play: {demo.world.name} at http://{args.host}:{args.port} (Ctrl+C to stop)")
+    names = demo.worlds.names
+    what = (
+        names[0] if len(names) == 1 else f"{', '.join(names)} (new players: {demo.worlds.default})"
+    )
+    print(f"genie play: {what} at http://{args.host}:{args.port} (Ctrl+C to stop)")
     from genie.playground import launch
 
     _log_to_stderr()

@@ -18,7 +18,13 @@ import gradio as gr  # imported by build_demo only: `genie` commands stay fast t
 import numpy as np
 
 from genie.errors import UserError
-from genie.play_html import screen_html, whatif_html
+from genie.play_html import (
+    actions_help,
+    header_md,
+    screen_html,
+    whatif_html,
+    world_keys_html,
+)
 from genie.sessions import Session, Sessions
 
 GENERATE_MAX_FRAMES = 256
@@ -46,16 +52,13 @@ def _event_data(evt) -> dict:
 
 class Handlers:
     """Event functions of one playground: per-player worlds from `sessions`, frames drawn at
-    `display_size` pixels, clips written under `tmp`."""
+    `display_size` pixels, clips written under `tmp`. Labels, keys and start frames are those
+    of the world each player plays (`sessions.worlds`: one or several, by name)."""
 
     def __init__(self, sessions: Sessions, display_size: int, tmp: Path, clock: bool = True):
         self.sessions = sessions
-        self.world = sessions.world
-        self.labels = self.world.action_labels
-        self.keys = self.world.action_keys
-        self.examples = self.world.examples
-        self.noop = sessions.noop
-        self.clock = clock and self.noop is not None  # the game clock is offered to players
+        self.worlds = sessions.worlds
+        self.offer_clock = clock  # the game clock is offered (worlds with a noop only)
         self.display_size = display_size
         self.tmp = tmp
         self._served = itertools.count()  # numbers every frame the API returns (see api_frame)
@@ -69,7 +72,21 @@ class Handlers:
             raise user_error(e, request) from None
 
     def show(self, sess: Session, frame: np.ndarray) -> str:
-        return screen_html(sess, frame, self.display_size, self.labels)
+        return screen_html(sess, frame, self.display_size, sess.labels)
+
+    def clock(self, sess: Session) -> bool:
+        """The game clock is offered to this player (its world has a noop)."""
+        return self.offer_clock and sess.noop is not None
+
+    def keys_html(self, world: str | None = None) -> str:
+        """The key legend of world `world` (default: the default world)."""
+        name = self.worlds.name_of(world)
+        return world_keys_html(self.worlds[name], self.offer_clock, name)
+
+    @staticmethod
+    def _elsewhere(sess: Session, data: dict) -> bool:
+        """A key event sent for another world than the player's (it switched since)."""
+        return data.get("world", sess.world_name) not in (sess.world_name, "", None)
 
     def api_frame(self, frame: np.ndarray):
         """A frame for the HTTP API, as a PIL image with a text chunk naming this response.
@@ -86,28 +103,34 @@ class Handlers:
     def info(self, sess: Session) -> dict:
         return {
             "frame": sess.index,
-            "actions": self.labels,
+            "world": sess.world_name,
+            "actions": sess.labels,
             "can_undo": sess.engine.can_undo,
             "step_ms": round(sess.step_ms, 1),
         }
 
-    def _action(self, value) -> int | None:
-        """An action id sent by the page, or None (nothing held, or not an action)."""
+    @staticmethod
+    def _action(sess: Session, value) -> int | None:
+        """An action id sent by the page, or None (nothing held, or not an action of the
+        player's world: a key of the world it just left)."""
         try:
             a = int(value)
         except (TypeError, ValueError):
             return None
-        return a if 0 <= a < len(self.labels) else None
+        return a if 0 <= a < len(sess.labels) else None
 
     # ------------------------------------------------------------ keys, buttons, clock
 
     def press(self, evt: gr.EventData, request: gr.Request):
         sess = self.session(request)
         data = _event_data(evt)
-        clock = self.clock and bool(data.get("clock"))
+        if self._elsewhere(sess, data):
+            yield gr.skip()
+            return
+        clock = self.clock(sess) and bool(data.get("clock"))
         shown = False
         for html_frame in sess.press(
-            self._action(data.get("action")),
+            self._action(sess, data.get("action")),
             int(data.get("seq", 0)),
             render=lambda f: self.show(sess, f),
             clock=clock,
@@ -119,9 +142,11 @@ class Handlers:
 
     def release(self, evt: gr.EventData, request: gr.Request) -> None:
         sess = self.sessions.peek(request.session_hash if request else None)
-        if sess is not None:
-            data = _event_data(evt)
-            sess.release(int(data.get("seq", 0)), clock=self.clock and bool(data.get("clock")))
+        data = _event_data(evt)
+        if sess is not None and not self._elsewhere(sess, data):
+            sess.release(
+                int(data.get("seq", 0)), clock=self.clock(sess) and bool(data.get("clock"))
+            )
 
     # ------------------------------------------------------------ buttons and uploads
 
@@ -129,10 +154,10 @@ class Handlers:
         sess = self.session(request)
         with sess.lock:
             frame = sess.engine.frames[-1]
-        return self.show(sess, frame), self.greeting()
+        return self.show(sess, frame), self.greeting(sess)
 
-    def greeting(self) -> str:
-        if self.clock:
+    def greeting(self, sess: Session) -> str:
+        if self.clock(sess):
             return "Press a key to start: the world runs on its own while you hold nothing."
         return "Hold a key (or a button) to play."
 
@@ -152,13 +177,39 @@ class Handlers:
         return self.start_from(path, "your image", request)
 
     def on_example(self, evt: gr.SelectData, request: gr.Request):
-        i = evt.index if isinstance(evt.index, int) else 0
-        return self.start_from(self.examples[i], f"example {self.examples[i].stem}", request)
+        # the gallery shows the start frames of the world this player plays
+        examples = self.session(request).engine.world.examples
+        i = evt.index if isinstance(evt.index, int) and evt.index < len(examples) else 0
+        return self.start_from(examples[i], f"example {examples[i].stem}", request)
 
     def on_reset(self, request: gr.Request):
         sess = self.session(request)
-        start = sess.start if sess.start is not None else self.sessions.default_start()
+        start = sess.start  # the last start frame (every session starts on one)
+        if start is None:
+            start = self.sessions.default_start(sess.world_name)
         return self.start_from(start, "the start frame", request)
+
+    def on_world(self, name: str, request: gr.Request):
+        """The world picker: this tab plays world `name` from its first example frame. Returns
+        the header, screen, status, key legend, start frames, and the Generate tab's example
+        choices and actions help, all of the new world."""
+        try:
+            sess = self.sessions.switch(request.session_hash if request else None, name)
+        except UserError as e:
+            raise user_error(e, request) from None
+        with sess.lock:
+            frame = sess.engine.frames[-1]
+        world = sess.engine.world
+        stems = [p.stem for p in world.examples]
+        return (
+            header_md(world),
+            self.show(sess, frame),
+            f"Now playing {name}. {self.greeting(sess)}",
+            self.keys_html(name),
+            gr.update(value=[(str(p), p.stem) for p in world.examples]),
+            gr.update(choices=stems, value=stems[0] if stems else None),
+            gr.update(info=actions_help(world.action_labels)),
+        )
 
     def on_undo(self, request: gr.Request):
         sess = self.session(request)
@@ -170,7 +221,7 @@ class Handlers:
         sess = self.session(request)
         with sess.lock:
             frames = sess.engine.what_if()
-        return whatif_html(frames, self.labels)
+        return whatif_html(frames, sess.labels)
 
     def on_download(self, fmt: str, request: gr.Request):
         from genie.video import write_video
@@ -189,20 +240,30 @@ class Handlers:
 
     # ------------------------------------------------------------ generate a clip
 
-    def generate(self, image, example, actions_text: str, frames, samples, seed, fmt):
-        """Image + actions -> (mp4, file in `fmt`, message), on its own engine: the player's
-        world is untouched."""
+    def generate(
+        self, image, example, actions_text: str, frames, samples, seed, fmt, request: gr.Request
+    ):
+        """Image + actions -> (mp4, file in `fmt`, message) in the world the player plays (the
+        default world for a client that never played), on its own engine: the player's world
+        is untouched."""
         from genie.engine import WorldEngine
         from genie.generate import generate_clip, parse_actions
         from genie.video import tile, write_video
 
+        sess = self.sessions.peek(request.session_hash if request else None)
+        name = sess.world_name if sess is not None else self.worlds.default
+        world = self.worlds[name]
         try:
             if not (1 <= int(frames) <= GENERATE_MAX_FRAMES and 1 <= int(samples) <= 4):
                 raise UserError(f"frames must be 1..{GENERATE_MAX_FRAMES} and samples 1..4")
-            stems = [e.stem for e in self.examples]
-            prompt = image or (self.examples[stems.index(example)] if example else None)
-            prompt = prompt if prompt is not None else self.sessions.default_start()
-            engine = WorldEngine(self.world, seed=int(seed or 0))
+            stems = [e.stem for e in world.examples]
+            if example and example not in stems:
+                raise UserError(
+                    f"unknown example '{example}' of {name}: use one of {', '.join(stems)}"
+                )
+            prompt = image or (world.examples[stems.index(example)] if example else None)
+            prompt = prompt if prompt is not None else self.sessions.default_start(name)
+            engine = WorldEngine(world, seed=int(seed or 0))
             seq = parse_actions(actions_text, engine, int(frames), int(seed or 0))
             clips = generate_clip(engine, prompt, seq, int(samples))
         except (UserError, ValueError) as e:
@@ -213,15 +274,19 @@ class Handlers:
         out = self.tmp / f"clip-{secrets.token_hex(4)}"
         mp4 = write_video(out.with_suffix(".mp4"), video, fps=15, scale=4)
         file = mp4 if fmt == "mp4" else write_video(out.with_suffix(f".{fmt}"), video, 15, 4)
-        names = ", ".join(self.labels[a] for a in seq[:12]) + (" …" if len(seq) > 12 else "")
+        labels = world.action_labels
+        names = ", ".join(labels[a] for a in seq[:12]) + (" …" if len(seq) > 12 else "")
         return str(mp4), str(file), f"{len(seq)} frames × {len(clips)} sample(s): {names}"
 
     # ------------------------------------------------------------ HTTP API
 
-    def api_reset(self, image, request: gr.Request):
-        sess = self.session(request)
+    def api_reset(self, image, world: str | None = None, request: gr.Request = None):
+        """Reset onto `image` (None: the world's first example) in world `world` (by name; empty
+        or None: the default world)."""
+        name = (world or "").strip() or self.worlds.default
         try:
-            frame = sess.reset(image if image else self.sessions.default_start())
+            sess = self.sessions.switch(request.session_hash if request else None, name)
+            frame = sess.reset(image if image else self.sessions.default_start(name))
         except UserError as e:
             raise user_error(e, request) from None
         return self.api_frame(frame), self.info(sess)

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from genie.sessions import CLOCK_IDLE_S, Session
+from genie.sessions import CLOCK_IDLE_S, Session, noop_action
 
 KEY_NAMES = {"ArrowLeft": "←", "ArrowRight": "→", "ArrowUp": "↑", "ArrowDown": "↓", " ": "Space"}
 PAUSE_KEY = "p"  # toggles the game clock, unless the world binds it to an action
@@ -61,9 +61,13 @@ def screen_html(sess: Session, frame: np.ndarray, size: int, labels: list[str]) 
     )
 
 
-def keys_html(labels: list[str], keys: list[list[str]], noop: int | None, clock: bool) -> str:
+def keys_html(
+    labels: list[str], keys: list[list[str]], noop: int | None, clock: bool, world: str = ""
+) -> str:
     """The key legend with one button per action, and the game clock's toggle when `clock`
-    (worlds with a noop action). Its data attributes configure assets/playground.js."""
+    (worlds with a noop action). Its data attributes configure assets/playground.js; `world`
+    (the world's name) goes with every key event, so one meant for a world the player has
+    left is ignored."""
     binds = bindings(keys)
     bound = {k for ks, _ in binds for k in ks}
     pause_key = PAUSE_KEY if clock and PAUSE_KEY not in bound else ""
@@ -96,12 +100,34 @@ def keys_html(labels: list[str], keys: list[list[str]], noop: int | None, clock:
         "data-noop": "" if noop is None or not clock else str(noop),
         "data-pause-key": pause_key,
         "data-idle-s": str(int(CLOCK_IDLE_S)),
+        "data-world": world,
     }
     attrs = " ".join(f"{k}='{html.escape(v, quote=True)}'" for k, v in config.items())
     return (
         f'<div class="genie-keys" {attrs}>{clock_html}<table>{rows}</table>'
         f'<div class="genie-fps"></div><small>{hint}</small></div>'
     )
+
+
+def world_keys_html(world, clock: bool, name: str = "") -> str:
+    """The key legend of a loaded World known as `name`: its labels and keys; the clock when
+    `clock` is offered and the world has a noop."""
+    labels = world.action_labels
+    noop = noop_action(labels)
+    return keys_html(labels, world.action_keys, noop, clock and noop is not None, name)
+
+
+def header_md(world) -> str:
+    """The page's heading (Markdown) for a loaded World."""
+    return (
+        f"## genie · {html.escape(world.name)}\nA world imagined by a model, frame by frame: "
+        "no game engine runs behind it."
+    )
+
+
+def actions_help(labels: list[str]) -> str:
+    """What the Generate tab's actions box accepts, for a world with these labels."""
+    return f"ids or labels ({', '.join(labels)}), NAME*N repeats, or 'random'; a short sequence repeats"
 
 
 def whatif_html(frames: np.ndarray, labels: list[str], size: int = 128) -> str:

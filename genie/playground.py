@@ -1,6 +1,7 @@
 """`genie play`: play a world in the browser (Gradio 6), and its HTTP API.
 
     demo = build_demo(World.from_folder("worlds/coinrun"))
+    demo = build_demo(WorldSet.load(["worlds/coinrun", "worlds/boxing"]))  # a world picker
     url = launch(demo, port=7860)
 
 Three pieces: `layout` builds the page (components only), `Handlers` (genie/play_events.py)
@@ -10,12 +11,11 @@ bindings are genie/play_html.py; keyboard, chords and the game clock run in the 
 (genie/assets/playground.js); the command line is genie/play_cli.py. Everything the model
 does goes through `WorldEngine`, every player's steps through one batcher (genie/serving.py).
 
-HTTP API (gradio_client): `/reset` (start image -> frame), `/step` (action -> frame),
-`/undo`, `/generate` (image + actions -> video). See docs/PLAY.md.
+HTTP API (gradio_client): `/reset` (start image [, world name] -> frame), `/step` (action ->
+frame), `/undo`, `/generate` (image + actions -> video). See docs/PLAY.md.
 """
 
 import atexit
-import html
 import os
 import shutil
 import tempfile
@@ -37,6 +37,8 @@ HEARTBEAT_S = 2  # Gradio's heartbeat: a closed tab or client is noticed (and it
 CACHE_CLEAN = (120, 600)  # Gradio's file cache (frames and clips served): every 2 min, delete
 # files older than 10 min (clients fetch a frame as soon as it is returned)
 TMP_PREFIX = "genie-play-"  # + pid: clips before Gradio copies them
+OPTIONAL_INPUTS = {"reset": 1}  # endpoint -> trailing inputs a raw HTTP call may leave out
+# (reset's world name came later: old callers send only the image)
 
 
 def _asset(name: str) -> str:
@@ -52,6 +54,8 @@ class Layout:
     outputs and trigger buttons behind the HTTP API."""
 
     demo: Any
+    header: Any
+    world: Any  # the world picker (a dropdown, shown when several worlds are served)
     screen: Any
     status: Any
     keys: Any
@@ -64,25 +68,38 @@ class Layout:
     clip_file: Any
     whatif_btn: Any
     whatif: Any
-    gen_inputs: list
+    gen_inputs: list  # image, example, actions, frames, samples, seed, format
     gen_outputs: list
     gen_btn: Any
     api: dict
 
 
-def layout(world, keys_html: str, display_size: int) -> Layout:
-    """The page for `world`: the Play tab (screen, key legend `keys_html`, start frames,
-    undo/reset, download, what-if), the Generate tab, and hidden API components."""
+def layout(worlds, keys_html: str, display_size: int) -> Layout:
+    """The page for a `WorldSet`, on its default world: the world picker (several worlds only),
+    the Play tab (screen, key legend `keys_html`, start frames, undo/reset, download, what-if),
+    the Generate tab, and hidden API components."""
     import gradio as gr
 
     from genie.play_events import GENERATE_MAX_FRAMES
+    from genie.play_html import actions_help, header_md
 
+    world = worlds.default_world
     labels, examples = world.action_labels, world.examples
+    title = f"genie · {world.name}" if len(worlds) == 1 else f"genie · {len(worlds)} worlds"
     # Gradio caches every frame the API returns and every clip: drop files older than 30 min
-    with gr.Blocks(title=f"genie · {world.name}", delete_cache=CACHE_CLEAN) as demo:
-        gr.Markdown(
-            f"## genie · {html.escape(world.name)}\nA world imagined by a model, frame by frame: no game engine runs behind it."
-        )
+    with gr.Blocks(title=title, delete_cache=CACHE_CLEAN) as demo:
+        with gr.Row(equal_height=True):
+            header = gr.Markdown(header_md(world))
+            picker = gr.Dropdown(
+                worlds.names,
+                value=worlds.default,
+                label="World",
+                visible=len(worlds) > 1,
+                interactive=True,
+                scale=0,
+                min_width=200,
+                elem_id="genie-world",
+            )
         with gr.Tab("Play"):
             with gr.Row():
                 with gr.Column(scale=3, min_width=400):
@@ -141,7 +158,7 @@ def layout(world, keys_html: str, display_size: int) -> Layout:
                     gen_actions = gr.Textbox(
                         value="random",
                         label="Actions",
-                        info=f"ids or labels ({', '.join(labels)}), NAME*N repeats, or 'random'; a short sequence repeats",
+                        info=actions_help(labels),
                     )
                     with gr.Row():
                         gen_frames = gr.Slider(
@@ -160,6 +177,7 @@ def layout(world, keys_html: str, display_size: int) -> Layout:
         with gr.Row(visible=False):  # components behind the HTTP API only
             api = {
                 "image": gr.File(label="image", type="filepath", file_types=IMAGE_TYPES),
+                "world": gr.Textbox("", label="world"),  # reset's optional world name
                 "action": gr.Textbox(label="action"),
                 "frame": gr.Image(label="frame", type="numpy", format="png"),
                 "info": gr.JSON(label="info"),
@@ -169,6 +187,8 @@ def layout(world, keys_html: str, display_size: int) -> Layout:
             }
     return Layout(
         demo=demo,
+        header=header,
+        world=picker,
         screen=screen,
         status=status,
         keys=keys,
@@ -200,29 +220,28 @@ def layout(world, keys_html: str, display_size: int) -> Layout:
 
 
 def build_demo(
-    world,
+    worlds,
     max_players: int = MAX_PLAYERS,
     seed: int | None = None,
     display_size: int = 384,
     clock: bool = True,
     **engine_kw,
 ):
-    """The playground for a loaded `World` (or a world folder). `clock`: offer the game
-    clock (worlds with a "noop" action only; False: the world moves only while a key is
-    held). Returns a gr.Blocks with `.sessions` and `.world` attached; launch it with
-    `launch(demo, ...)`."""
+    """The playground for a loaded `World`, a world folder, or a `genie.play_worlds.WorldSet`
+    of several (each browser tab picks its world; the API's `/reset` takes one by name).
+    `clock`: offer the game clock (worlds with a "noop" action only; False: the world moves
+    only while a key is held). Returns a gr.Blocks with `.sessions`, `.worlds` and `.world`
+    (the default world) attached; launch it with `launch(demo, ...)`."""
     from genie.play_events import Handlers
-    from genie.play_html import keys_html
-    from genie.world import World
+    from genie.play_worlds import WorldSet
 
-    if not isinstance(world, World):
-        world = World.from_folder(world)
-    sessions = Sessions(world, max_players=max_players, seed=seed, **engine_kw)
+    worlds = WorldSet.of(worlds)
+    sessions = Sessions(worlds, max_players=max_players, seed=seed, **engine_kw)
     clean_stale_tmp()
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     h = Handlers(sessions, display_size, tmp, clock=clock)
-    ui = layout(world, keys_html(h.labels, h.keys, h.noop, h.clock), display_size)
+    ui = layout(worlds, h.keys_html(), display_size)
 
     hidden = {"show_progress": "hidden", "api_visibility": "private"}
     # Undo, Reset, what-if and the API share `max_players` slots; streams (a held key, a
@@ -239,11 +258,14 @@ def build_demo(
         ui.gallery.select(h.on_example, None, [ui.screen, ui.status], **per_frame)
         ui.whatif_btn.click(h.on_whatif, None, ui.whatif, **per_frame)
         ui.save.click(h.on_download, ui.fmt, [ui.clip_file, ui.status], **hidden)
+        # the new world's header, screen, status, keys, start frames, Generate tab's choices
+        switched = [ui.header, ui.screen, ui.status, ui.keys, ui.gallery, *ui.gen_inputs[1:3]]
+        ui.world.select(h.on_world, ui.world, switched, **per_frame)
         api, out = ui.api, [ui.api["frame"], ui.api["info"]]
         play = {"concurrency_limit": max_players, "concurrency_id": "play"}
         gen = (ui.gen_inputs, ui.gen_outputs, {"concurrency_limit": 1})  # one clip at a time
         endpoints = [  # name, trigger, function, inputs, outputs, concurrency
-            ("reset", api["reset"], h.api_reset, api["image"], out, play),
+            ("reset", api["reset"], h.api_reset, [api["image"], api["world"]], out, play),
             ("step", api["step"], h.api_step, api["action"], out, play),
             ("undo", api["undo"], h.api_undo, None, out, play),
             ("generate", ui.gen_btn, h.generate, *gen),
@@ -255,8 +277,7 @@ def build_demo(
 
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     _refuse_bad_inputs_in_one_line(demo)
-    demo.sessions = sessions
-    demo.world = world
+    demo.sessions, demo.worlds, demo.world = sessions, worlds, worlds.default_world
     return demo
 
 
@@ -274,9 +295,12 @@ def _refuse_bad_inputs_in_one_line(demo) -> None:
     preprocess = demo.preprocess_data
     send = "Send a file from your machine instead (gradio_client.handle_file)."
 
-    async def preprocess_data(*args, **kwargs):
+    async def preprocess_data(block_fn, inputs, *args, **kwargs):
+        missing = OPTIONAL_INPUTS.get(block_fn.api_name, 0)  # a call from before they existed
+        if isinstance(inputs, list) and len(block_fn.inputs) - missing <= len(inputs):
+            inputs = inputs + [None] * (len(block_fn.inputs) - len(inputs))
         try:
-            return await preprocess(*args, **kwargs)
+            return await preprocess(block_fn, inputs, *args, **kwargs)
         except InvalidPathError as e:
             msg = f"refused: {e} {send}"
         except ValidationError as e:
@@ -324,6 +348,10 @@ def launch(demo, host: str = "127.0.0.1", port: int | None = None, share: bool =
     Returns the local URL."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", str(HEARTBEAT_S))
+    worlds = getattr(demo, "worlds", None)  # the world picker serves each world's start frames
+    if worlds is not None:
+        examples = [str(w.root / "examples") for w in worlds.worlds.values()]
+        kw["allowed_paths"] = [*kw.get("allowed_paths", []), *examples]
     try:
         _, url, _ = demo.launch(
             server_name=host,

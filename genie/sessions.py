@@ -39,6 +39,7 @@ HOLD_DELAY_S = 0.1  # a key down this long counts as held (shorter: a tap, one f
 MAX_IDLE_S = 600.0  # a stream stops this long after the last key event (a lost keyup)
 CLOCK_IDLE_S = 120.0  # a running clock stops this long after it (a forgotten tab stops
 # costing a core); the page stops its own clock just before
+STREAM_END_S = 2.0  # a player switching worlds waits this long at most for its old stream
 _DONE = object()  # end of a stream of frames
 
 
@@ -47,6 +48,7 @@ class Session:
 
     def __init__(self, engine, start, noop: int | None = None, stepper: Callable | None = None):
         self.engine = engine
+        self.world_name = ""  # the name of the world it plays (`Sessions.worlds`)
         # stepper(engine, action) -> frame: a `genie.serving.Batcher` steps many players at once
         self.stepper = stepper or (lambda engine, action: engine.step(action))
         self.start = start  # prompt of the last reset (Reset goes back to it)
@@ -68,11 +70,17 @@ class Session:
         self.last_used = time.monotonic()
         self.clip: Path | None = None  # last downloaded clip (deleted on the next or on close)
         self.worker: threading.Thread | None = None  # the thread of the last stream
+        self.quiet = threading.Event()  # set while no stream is sending frames
+        self.quiet.set()
         self.closed = False
 
     @property
     def busy(self) -> bool:
         return self.streamer is not None
+
+    @property
+    def labels(self) -> list[str]:
+        return self.engine.world.action_labels
 
     @property
     def last_action(self) -> int | None:
@@ -138,6 +146,7 @@ class Session:
             if self.streamer is not None or (action is None and not self.clock):
                 return
             self.streamer = me
+            self.quiet.clear()
         frames: queue.Queue = queue.Queue(maxsize=1)
         stop = threading.Event()
         self.worker = threading.Thread(
@@ -145,7 +154,7 @@ class Session:
         )
         self.worker.start()
         try:
-            while (item := frames.get()) is not _DONE:
+            while (item := frames.get()) is not _DONE and not self.closed:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -154,6 +163,7 @@ class Session:
             with self.flags:
                 if self.streamer is me:
                     self.streamer, self.held = None, None
+            self.quiet.set()
 
     def release(self, seq: int, clock: bool = False) -> None:
         """The last key went up (and the clock runs if `clock`). Ignored if a newer press
@@ -219,13 +229,14 @@ class Session:
 class Sessions:
     """Sessions keyed by Gradio's session_hash, at most `max_players`. A new player waits up to
     `seat_wait_s` for a seat, then evicts the least recently used session idle for
-    `idle_evict_s`, or is told the world is full. Steps of all players go through one
-    `genie.serving.Batcher` (`batch=False`: each steps alone). Freed sessions give their
+    `idle_evict_s`, or is told the world is full. `worlds`: a World or a `WorldSet` (a new
+    player starts in its default world; `switch` moves one). Steps of all players go through
+    one `genie.serving.Batcher` (`batch=False`: each steps alone). Freed sessions give their
     memory back to the OS (`release_memory`)."""
 
     def __init__(
         self,
-        world,
+        worlds,
         max_players: int = MAX_PLAYERS,
         idle_evict_s: float = IDLE_EVICT_S,
         seed=None,
@@ -234,18 +245,22 @@ class Sessions:
         **engine_kw,
     ):
         from genie.engine import WorldEngine
+        from genie.play_worlds import WorldSet
         from genie.serving import Batcher
 
         if max_players < 1:
             raise UserError(f"max players must be >= 1, got {max_players}")
-        self.world = world
+        self.worlds = WorldSet.of(worlds)
+        self.world = self.worlds.default_world  # where new players start
         self.max_players = max_players
         self.idle_evict_s = idle_evict_s
         self.seat_wait_s = seat_wait_s
         self.seed = seed
         self.engine_kw = {"max_undo": 32, "max_frames_kept": 1800, **engine_kw}
-        WorldEngine(world, **self.engine_kw)  # bad settings fail now, not at the first player
-        self.noop = noop_action(world.action_labels)
+        for world in self.worlds.worlds.values():  # bad settings fail now, not at a player
+            WorldEngine(world, **self.engine_kw)
+        self.noops = {n: noop_action(w.action_labels) for n, w in self.worlds.worlds.items()}
+        self.noop = self.noops[self.worlds.default]
         self.batcher = Batcher(max_batch=max_players) if batch else None
         self._lock = threading.Lock()
         self._seat_freed = threading.Condition(self._lock)
@@ -255,16 +270,10 @@ class Sessions:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def default_start(self):
-        examples = self.world.examples
-        if examples:
-            return examples[0]
-        s = self.world.frame_size[0]
-        return np.full((s, s, 3), 128, np.uint8)
+    def default_start(self, world: str | None = None):  # a world's first example frame
+        return self.worlds.default_start(world)
 
     def get(self, sid: str | None) -> Session:
-        from genie.engine import WorldEngine
-
         sid = sid or "anonymous"
         with self._lock:
             sess = self._by_id.get(sid)
@@ -273,12 +282,43 @@ class Sessions:
                 sess.last_used = time.monotonic()
                 return sess
             self._make_room()
-            seed = self.seed if self.seed is not None else secrets.randbelow(2**31)
-            engine = WorldEngine(self.world, seed=seed, **self.engine_kw)
-            stepper = self.batcher.step if self.batcher else None
-            sess = Session(engine, None, self.noop, stepper)
-            self._by_id[sid] = sess
+            sess = self._by_id[sid] = self._new_session(self.worlds.default)
         sess.reset(self.default_start())
+        return sess
+
+    def switch(self, sid: str | None, world: str) -> Session:
+        """Move a player to `world` (unknown: a UserError listing the names) in its seat: a new
+        session on its first example; the old one closes, its stream ends. Already there: as is."""
+        self.worlds[world]
+        sid = sid or "anonymous"
+        while True:
+            old = self._by_id.get(sid)
+            new = old if old is not None and old.world_name == world else self._new_session(world)
+            if new is not old:
+                new.reset(self.default_start(world))  # started before another event sees it
+            with self._lock:
+                if self._by_id.get(sid) is not old:  # it changed meanwhile: look again
+                    continue
+                if old is None:
+                    self._make_room()
+                elif new is not old:
+                    new.resets = old.resets + 1  # the page sees a new start (data-reset)
+                    self._retire(old)
+                self._by_id[sid] = new
+                self._by_id.move_to_end(sid)
+                new.last_used = time.monotonic()
+            if old not in (None, new):  # its stream's last frame reaches the page first
+                old.quiet.wait(timeout=STREAM_END_S)
+            return new
+
+    def _new_session(self, world: str) -> Session:
+        from genie.engine import WorldEngine
+
+        seed = self.seed if self.seed is not None else secrets.randbelow(2**31)
+        engine = WorldEngine(self.worlds[world], seed=seed, **self.engine_kw)
+        stepper = self.batcher.step if self.batcher else None
+        sess = Session(engine, None, self.noops[world], stepper)
+        sess.world_name = world
         return sess
 
     def _make_room(self) -> None:
@@ -319,8 +359,10 @@ class Sessions:
     def _release(self, sid: str) -> None:
         """Drop a session (holding `_lock`) and give its memory back soon."""
         sess = self._by_id.pop(sid, None)
-        if sess is None:
-            return
+        if sess is not None:
+            self._retire(sess)
+
+    def _retire(self, sess: Session) -> None:
         sess.close()
         self._seat_freed.notify_all()
         if self._trim is not None:  # a burst of players leaving: trim once, after the last

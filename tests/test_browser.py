@@ -1,6 +1,6 @@
 """The playground in headless Chromium: keys move the world, a held key streams frames, each
-browser session plays its own world, chords play combined actions, and the game clock runs
-the world with no key held until paused."""
+browser session plays its own world, chords play combined actions, the game clock runs
+the world with no key held until paused, and the world picker switches one tab's world."""
 
 import os
 import socket
@@ -10,7 +10,12 @@ import pytest
 
 from genie.play_bench import CHROMIUM, FRAME  # noqa: E402
 from genie.play_bench import CHROMIUM_ARGS as ARGS  # noqa: E402
-from worlds import make_distinct_world, make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
+from worlds import (  # noqa: F401 (fixture)
+    make_distinct_world,
+    make_tiny_world,
+    make_two_worlds,
+    one_torch_thread,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -49,6 +54,19 @@ def distinct_app(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def worlds_app(tmp_path_factory):
+    """Two worlds that look different (`make_two_worlds`): alpha, 32x32 frames, labels
+    left/right/up/down/noop; beta, 48x48, CoinRun's distinct actions. No game clock: these
+    tests count the frames that keys make."""
+    from genie.play_worlds import WorldSet
+
+    worlds = WorldSet.load([make_two_worlds(tmp_path_factory.mktemp("worlds") / "worlds")])
+    demo, url = serve(worlds, clock=False)
+    yield demo, url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
@@ -82,6 +100,24 @@ def wait_action(page, label: str, timeout=10_000):
     """Wait until the frame on screen was made by the action `label`."""
     page.wait_for_function(
         f"() => document.querySelector('{FRAME}').dataset.action === '{label}'", timeout=timeout
+    )
+
+
+def pick_world(page, name: str):
+    """Choose `name` in the world picker and wait until the key legend is the new world's."""
+    legend = page.inner_text("#genie-keys")
+    page.click("#genie-world input")
+    page.click(f"#genie-world li[aria-label='{name}']")
+    page.wait_for_function(
+        "(old) => document.querySelector('#genie-keys').innerText !== old", arg=legend
+    )
+
+
+def wait_width(page, width: int, timeout=10_000):
+    """Wait until the frame on screen is `width` pixels wide as sent (before the upscale): the
+    frame size tells the two test worlds apart."""
+    page.wait_for_function(
+        f"() => document.querySelector('{FRAME}').naturalWidth === {width}", timeout=timeout
     )
 
 
@@ -251,3 +287,80 @@ def test_the_game_clock_runs_with_no_key_held_and_stops_when_paused(distinct_app
         assert frame_index(page) == n
     finally:
         context.close()
+
+
+def test_the_world_picker_switches_the_world_its_keys_and_start_frames(worlds_app, browser):
+    demo, url = worlds_app
+    context, page = open_world(browser, url)
+    try:
+        assert page.is_visible("#genie-world")  # several worlds: the picker shows
+        wait_width(page, 32)  # alpha's first example
+        assert "jump-right" not in page.inner_text("#genie-keys")
+        page.keyboard.press("ArrowUp")
+        wait_action(page, "up")
+        settle(page)
+
+        pick_world(page, "beta")
+        wait_width(page, 48)  # beta's first example, a fresh start
+        assert frame_index(page) == 0 and last_action(page) == ""
+        legend = page.inner_text("#genie-keys")
+        assert (
+            "jump-right" in legend and "↑+→" in legend and "genie · beta" in page.inner_text("h2")
+        )
+        assert page.locator("#genie-examples img").count() == len(demo.worlds["beta"].examples)
+        page.keyboard.press("ArrowUp")  # beta's key map: ↑ is jump
+        wait_action(page, "jump")
+        page.keyboard.press("e")  # a key only beta has: jump-right
+        wait_action(page, "jump-right")
+        assert frame_index(page) == 2 and settle(page) == 2
+        wait_width(page, 48)
+        page.click("#genie-keys button[data-action='1']")  # the new legend's buttons play
+        wait_action(page, "left")
+        wait_frame(page, 3)
+    finally:
+        context.close()
+
+
+def test_two_tabs_on_different_worlds_stay_independent(worlds_app, browser):
+    demo, url = worlds_app
+    ctx_a, a = open_world(browser, url)
+    ctx_b, b = open_world(browser, url)
+    try:
+        pick_world(b, "beta")
+        wait_width(b, 48)
+        a.keyboard.press("ArrowUp")  # A still plays alpha: ↑ is up, 32x32 frames
+        wait_action(a, "up")
+        wait_width(a, 32)
+        assert settle(a) == 1 and frame_index(b) == 0  # B saw none of A's frames
+        b.keyboard.press("ArrowUp")
+        wait_action(b, "jump")
+        wait_width(b, 48)
+        assert settle(b) == 1 and frame_index(a) == 1
+        assert "jump-right" not in a.inner_text("#genie-keys")
+        assert "jump-right" in b.inner_text("#genie-keys")
+        worlds = sorted(s.world_name for s in demo.sessions._by_id.values())
+        assert "alpha" in worlds and "beta" in worlds
+    finally:
+        ctx_a.close()
+        ctx_b.close()
+
+
+def test_picking_a_world_stops_the_running_clock_of_the_old_one(worlds_app, browser):
+    demo, _ = worlds_app
+    clocked, url = serve(demo.worlds)  # the same loaded worlds, with the game clock
+    context, page = open_world(browser, url)
+    try:
+        page.keyboard.press("ArrowUp")  # the first key starts alpha's clock
+        wait_frame(page, 3)
+        assert clock_state(page) == "running"
+        pick_world(page, "beta")
+        wait_width(page, 48)
+        time.sleep(0.5)  # no frame of alpha's stream arrives, and beta waits for a key
+        assert frame_index(page) == 0 and clock_state(page) == "ready"
+        page.keyboard.press("ArrowRight")
+        wait_frame(page, 3)  # beta's clock: noop plays with no key held
+        assert clock_state(page) == "running" and last_action(page) == "noop"
+        wait_width(page, 48)
+    finally:
+        context.close()
+        clocked.close()

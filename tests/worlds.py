@@ -153,3 +153,18 @@ def make_distinct_world(path: str | Path, seed: int = 0) -> Path:
     path = make_tiny_world(path, num_actions=len(COINRUN_DISTINCT), seed=seed)
     set_action_labels(path, COINRUN_DISTINCT)
     return path
+
+
+def make_two_worlds(folder: str | Path) -> Path:
+    """A folder of two worlds that look different, for the world picker: "alpha" (32x32,
+    left/right/up/down/noop) and "beta" (48x48 frames, other colours, CoinRun's distinct
+    actions: chords, noop without a key). Returns the folder."""
+    from genie.data.record import COINRUN_DISTINCT
+
+    folder = Path(folder)
+    make_tiny_world(folder / "alpha", frame_size=32, seed=0)
+    beta = make_tiny_world(
+        folder / "beta", num_actions=len(COINRUN_DISTINCT), frame_size=48, seed=1
+    )
+    set_action_labels(beta, COINRUN_DISTINCT)
+    return folder

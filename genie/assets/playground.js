@@ -4,6 +4,7 @@
 // The page decides what plays and tells the server whenever that changes:
 //   play  {action, seq, clock}: `action` (an id, or null) is held and/or the game clock runs
 //   pause {seq}: nothing plays (no key held, clock stopped)
+// Both carry `world`, the name of the world the legend is of (see the world picker below).
 // The server streams frames while something plays, so a held key costs two events and a
 // running clock one, not one request per frame. `seq` lets the server ignore events that
 // arrive out of order. Auto-repeat keydowns are ignored.
@@ -17,19 +18,39 @@
 // no key held the world plays noop, as a game keeps running. The pause key or button toggles
 // "paused" (keys still step the world, one frame per tap). Undo, Reset, a new start frame,
 // leaving the tab and a long idle stop a running clock until the next key ("ready").
-const box = element.querySelector("[data-bindings]");
-const bindings = JSON.parse(box.dataset.bindings); // [[keys held together], action id]
-const keys = new Set(bindings.flatMap(([ks]) => ks));
-const noop = box.dataset.noop === "" ? null : Number(box.dataset.noop);
-const pauseKey = box.dataset.pauseKey || null;
-const idleMs = (Number(box.dataset.idleS) - 5) * 1000; // a running clock stops just before the server's
-const buttons = element.querySelectorAll("[data-action]");
-buttons.forEach((b) => bindings.push([["button:" + b.dataset.action], Number(b.dataset.action)]));
+//
+// World picker: picking another world re-renders this legend with that world's keys (`watch`
+// below): everything is read again from it, and nothing is held.
 const held = []; // keys and buttons down, oldest first ("ArrowUp", "button:3")
-let clock = noop === null ? "off" : "ready";
+let legend, world, bindings, keys, noop, pauseKey, idleMs, buttons, clockBox, clockText, clock;
 let sent = { action: null, clock: false }; // what the server was last told
 let seq = 0;
 let lastInput = performance.now();
+const configure = () => {
+  const box = element.querySelector("[data-bindings]");
+  legend = box.dataset.bindings + box.dataset.noop + box.dataset.pauseKey; // what configured it
+  bindings = JSON.parse(box.dataset.bindings); // [[keys held together], action id]
+  keys = new Set(bindings.flatMap(([ks]) => ks));
+  noop = box.dataset.noop === "" ? null : Number(box.dataset.noop);
+  pauseKey = box.dataset.pauseKey || null;
+  world = box.dataset.world || ""; // sent with every event: the server drops a left world's
+  idleMs = (Number(box.dataset.idleS) - 5) * 1000; // a running clock stops just before the server's
+  buttons = element.querySelectorAll("button[data-action]");
+  buttons.forEach((b) => bindings.push([["button:" + b.dataset.action], Number(b.dataset.action)]));
+  clockBox = element.querySelector(".genie-clock");
+  const noopName = noop === null ? "" : element.querySelector(`[data-action="${noop}"]`).textContent;
+  clockText = {
+    ready: "waiting for your first key",
+    running: `running: no key held plays ${noopName}`,
+    paused: `paused: keys step the world${pauseKey ? `; ${pauseKey.toUpperCase()} resumes` : ""}`,
+  };
+  held.length = 0;
+  clock = noop === null ? "off" : "ready";
+  sent = { action: null, clock: false }; // a new world's session streams nothing yet
+};
+configure();
+// keys go to the world, not to the picker that just changed it (arrows would browse it)
+const leavePicker = () => document.activeElement?.closest?.("#genie-world") && document.activeElement.blur();
 
 const norm = (k) => (k.length === 1 ? k.toLowerCase() : k);
 const typing = (e) => {
@@ -53,13 +74,6 @@ const choose = () => {
   return best;
 };
 
-const clockBox = element.querySelector(".genie-clock");
-const noopName = noop === null ? "" : element.querySelector(`[data-action="${noop}"]`).textContent;
-const clockText = {
-  ready: "waiting for your first key",
-  running: `running: no key held plays ${noopName}`,
-  paused: `paused: keys step the world${pauseKey ? `; ${pauseKey.toUpperCase()} resumes` : ""}`,
-};
 const mark = () => {
   const now = sent.action !== null ? sent.action : sent.clock ? noop : null;
   buttons.forEach((b) => b.classList.toggle("held", now !== null && Number(b.dataset.action) === now));
@@ -77,8 +91,8 @@ const sync = (pressed = false) => {
   if (!again && action === sent.action && running === sent.clock) return mark();
   sent = { action, clock: running };
   seq += 1;
-  if (action !== null || running) trigger("play", { action, seq, clock: running });
-  else trigger("pause", { seq, clock: false });
+  if (action !== null || running) trigger("play", { action, seq, clock: running, world });
+  else trigger("pause", { seq, clock: false, world });
   mark();
 };
 const down = (id) => {
@@ -131,21 +145,46 @@ document.addEventListener(
   (e) => e.target.closest && e.target.closest("#genie-undo, #genie-reset") && halt(),
   true,
 );
-element.querySelector("[data-clock-toggle]")?.addEventListener("click", toggle);
+element.addEventListener("click", (e) => e.target.closest?.("[data-clock-toggle]") && toggle());
 setInterval(() => {
   if (clock === "running" && !held.length && performance.now() - lastInput > idleMs) halt();
 }, 1000);
 
-buttons.forEach((b) => {
-  const id = "button:" + b.dataset.action;
-  b.addEventListener("pointerdown", (e) => {
-    e.preventDefault();
-    b.setPointerCapture?.(e.pointerId);
-    down(id);
-  });
-  ["pointerup", "pointercancel", "lostpointercapture"].forEach((t) => b.addEventListener(t, () => up(id)));
+// the action buttons (listened to on the legend: a new world's legend has new buttons)
+const actionButton = (e) => e.target.closest?.("button[data-action]");
+element.addEventListener("pointerdown", (e) => {
+  const b = actionButton(e);
+  if (!b) return;
+  e.preventDefault();
+  b.setPointerCapture?.(e.pointerId);
+  down("button:" + b.dataset.action);
 });
+["pointerup", "pointercancel", "lostpointercapture"].forEach((t) =>
+  element.addEventListener(t, (e) => {
+    const b = actionButton(e);
+    if (b) up("button:" + b.dataset.action);
+  }),
+);
 mark();
+const reconfigure = () => {
+  configure();
+  leavePicker();
+  mark();
+};
+if (typeof watch === "function") watch("value", reconfigure);
+else {
+  // Gradio versions without `watch`: notice a new legend in the page
+  const now = () => {
+    const box = element.querySelector("[data-bindings]");
+    return box && box.dataset.bindings + box.dataset.noop + box.dataset.pauseKey;
+  };
+  new MutationObserver(() => now() && now() !== legend && reconfigure()).observe(element, {
+    childList: true,
+    subtree: true,
+    attributes: true,
+    attributeFilter: ["data-bindings", "data-noop", "data-pause-key"],
+  });
+}
 
 // Watch the screen: count new frames (frames/s as the browser shows them), and stop a
 // running clock when a new start frame arrives (a gallery click or an upload).
@@ -164,7 +203,10 @@ const observe = () => {
       last = id;
       shown.push(performance.now());
     }
-    if (resets !== null && img.dataset.reset !== resets) halt();
+    if (resets !== null && img.dataset.reset !== resets) {
+      halt();
+      leavePicker();
+    }
     resets = img.dataset.reset;
   }).observe(screen, { subtree: true, childList: true, attributes: true });
 };
