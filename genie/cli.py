@@ -19,7 +19,7 @@ COMMAND_MODULES = [
     "genie.generate",  # generate
     "genie.play_cli",  # play
     "genie.evaluate",  # eval
-    "genie.playtest",  # playtest
+    "genie.playtest_cli",  # playtest
     "genie.bench",  # bench data|train|play
 ]
 
