@@ -55,7 +55,9 @@ def write_report(out: Path, metrics: dict, examples) -> None:
         "|---|---|---|",
         f"| tokenizer | PSNR / SSIM | {metrics['tokenizer']['psnr']:.2f} dB / {metrics['tokenizer']['ssim']:.3f} |",
         f"| tokenizer | codebook usage | {metrics['tokenizer']['codebook_usage']:.1%} |",
-        f"| LAM | next-frame PSNR | {metrics['lam']['psnr']:.2f} dB |",
+        f"| LAM | next-frame PSNR | {metrics['lam']['psnr']:.2f} dB |"
+        if "psnr" in metrics["lam"]
+        else f"| LAM | none | {metrics['lam'].get('absent', '')} |",
     ]
     if "action_accuracy" in metrics["lam"]:
         lam = metrics["lam"]

@@ -222,10 +222,12 @@ def run(args) -> int:
     from genie.errors import UserError
     from genie.images import to_float
     from genie.metrics import action_accuracy, psnr, ssim
-    from genie.world import World, set_action_labels
+    from genie.world import World, read_meta, set_action_labels
 
     t0 = time.time()
-    world = World.from_folder(args.world, with_lam=True)
+    # a world trained on true actions has no LAM: its clips play the recorded actions
+    true_actions = read_meta(args.world).get("actions", {}).get("source") == "true"
+    world = World.from_folder(args.world, with_lam=not true_actions)
     if args.carry_margin is not None and args.carry_margin < 0:
         raise UserError(f"--carry-margin must be >= 0, got {args.carry_margin}")
     engine = WorldEngine(
@@ -247,7 +249,14 @@ def run(args) -> int:
     clips = pick_clips(ds, args.episodes, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lam_window = getattr(lam.config, "max_frames", 16)
+    lam_window = getattr(lam.config, "max_frames", 16) if lam is not None else 0
+    distinct = None
+    if lam is None:
+        if not ds.num_actions:
+            raise UserError(f"{args.data} records no actions to play this true-action world with")
+        # recorded action -> world action: the distinct one it collapses to, as in training
+        of = (ds.distinct_actions or {}).get("of") or list(range(ds.num_actions))
+        distinct = torch.as_tensor(of)
 
     acc: dict[str, list] = {
         k: []
@@ -278,13 +287,17 @@ def run(args) -> int:
             acc["tok_psnr"].append(psnr(recon, truth).flatten())
             acc["tok_ssim"].append(ssim(recon, truth).flatten())
             acc["tok_ids"].append(ids.flatten())
-            lam_out = lam(frames[:, : min(lam_window, frames.shape[1])])
-            acc["lam_psnr"].append(
-                psnr(
-                    lam_out.recon.float().clamp(0, 1), truth[:, 1 : lam_out.recon.shape[1] + 1]
-                ).flatten()
-            )
-            latent = infer_actions_windowed(lam, frames, lam_window)  # (B, T-1)
+            if lam is None:
+                latent = distinct[batch["actions"][:, :-1]]  # (B, T-1) the recorded actions
+            else:
+                lam_out = lam(frames[:, : min(lam_window, frames.shape[1])])
+                acc["lam_psnr"].append(
+                    psnr(
+                        lam_out.recon.float().clamp(0, 1),
+                        truth[:, 1 : lam_out.recon.shape[1] + 1],
+                    ).flatten()
+                )
+                latent = infer_actions_windowed(lam, frames, lam_window)  # (B, T-1)
         # clip j of the eval: seed + j and its own random actions, whatever the batch size
         order = range(start, start + len(idx))
         seeds = [args.seed + j for j in order]
@@ -313,7 +326,11 @@ def run(args) -> int:
             "ssim": cat["tok_ssim"].mean().item(),
             "codebook_usage": used,
         },
-        "lam": {"psnr": cat["lam_psnr"].mean().item(), "num_actions": lam.num_actions},
+        "lam": (
+            {"psnr": cat["lam_psnr"].mean().item(), "num_actions": lam.num_actions}
+            if lam is not None
+            else {"absent": "a true-action world: clips play the recorded actions"}
+        ),
         "dynamics": {
             "psnr": {str(h): dyn_psnr[:, h - 1].mean().item() for h in HORIZONS},
             "ssim": {str(h): cat["dyn_ssim"][:, h - 1].mean().item() for h in HORIZONS},
@@ -343,7 +360,7 @@ def run(args) -> int:
             "seconds": round(time.time() - t0, 1),
         },
     }
-    if ds.num_actions:
+    if ds.num_actions and lam is not None:
         latent, true, episode = latent_and_true_actions(
             lam, args.data, args.split, lam_window, args.action_transitions, 32
         )

@@ -92,6 +92,25 @@ def test_generate_and_eval_play_it(trained, tmp_path):
     assert d["diffusion_steps"] == 2 and d["carry_unchanged"] is False
 
 
+def test_eval_plays_a_true_action_world_with_the_recorded_actions(trained, tmp_path):
+    """A world trained on true actions has no LAM: eval plays each clip's recorded actions."""
+    import shutil
+
+    world, data = trained
+    true_world = tmp_path / "true-world"
+    shutil.copytree(world, true_world)
+    shutil.rmtree(true_world / "lam")
+    meta = json.loads((true_world / "world.json").read_text())
+    meta.setdefault("actions", {})["source"] = "true"
+    (true_world / "world.json").write_text(json.dumps(meta))
+    argv = ["eval", "--world", true_world, "--data", data, "--split", "val"]
+    argv += ["--out", tmp_path / "eval", "--episodes", 2, "--context", 2, "--batch-size", 2]
+    assert genie(*argv) == 0
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert "absent" in m["lam"] and math.isfinite(m["dynamics"]["psnr"]["4"])
+    assert "LAM | none" in (tmp_path / "eval" / "report.md").read_text()
+
+
 def test_bench_play_times_it(trained, capsys):
     world, _ = trained
     argv = ["bench", "play", "--world", world, "--frames", 3, "--warmup", 1, "--no-browser"]
