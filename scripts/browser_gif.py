@@ -33,8 +33,10 @@ from genie.world import World  # noqa: E402
 # every new frame the page shows: (time ms, data URL)
 RECORD_JS = """
 () => {
-  const screen = document.getElementById("genie-screen");
   window.__shown = [];
+  if (window.__recording) return;  // one observer per page
+  window.__recording = true;
+  const screen = document.getElementById("genie-screen");
   let last = null;
   new MutationObserver(() => {
     const img = screen.querySelector("img[data-frame]");
@@ -56,7 +58,10 @@ def main() -> int:
     p.add_argument("--examples", help="example indices, e.g. 0,2 (default: all)")
     p.add_argument("--out", type=Path, required=True, help="folder for example_<i>.gif")
     p.add_argument("--shot", type=Path, help="also save a screenshot of the page here")
-    p.add_argument("--scale", type=int, default=3, help="GIF pixels per world pixel (default 3)")
+    p.add_argument("--scale", type=int, default=2, help="GIF pixels per world pixel (default 2)")
+    p.add_argument("--gif-fps", type=float, default=10.0,
+                   help="at most this many frames per second go into the GIF (default 10; the "
+                   "frames/s printed count every frame shown)")  # fmt: skip
     args = p.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -91,9 +96,14 @@ def main() -> int:
                 frames = [decode(u) for _, u in shown]
                 size = world.frame_size[0] * args.scale
                 frames = [np.asarray(Image.fromarray(f).resize((size, size), Image.NEAREST)) for f in frames]
-                gaps = np.diff(times).tolist() + [1.0]
+                keep = [0]  # thin to --gif-fps, each kept frame shown until the next kept one
+                for j in range(1, len(times)):
+                    if times[j] - times[keep[-1]] >= 1 / args.gif_fps:
+                        keep.append(j)
+                gaps = np.diff(times[keep]).tolist() + [1.0]
                 out = args.out / f"example_{i}.gif"
-                iio.imwrite(out, np.stack(frames), duration=[max(20, int(1000 * g)) for g in gaps], loop=0)
+                gif = np.stack([frames[j] for j in keep])
+                iio.imwrite(out, gif, duration=[max(20, int(1000 * g)) for g in gaps], loop=0)
                 fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
                 report[f"example_{i}"] = {"frames": len(frames), "fps_shown": round(fps, 1)}
                 print(f"{out}: {len(frames)} frames, {fps:.1f} frames/s shown", flush=True)
