@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -166,11 +165,10 @@ def bench_browser(world, presses: int, hold_s: float, steps: int | None) -> dict
     from genie import playground
 
     # no game clock: its frames would arrive between key presses and fake the round trips
+    from genie.play_load import free_port
+
     demo = playground.build_demo(world, max_players=2, seed=0, steps=steps, clock=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = playground.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    url = playground.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

@@ -15,7 +15,6 @@ import argparse
 import base64
 import io
 import json
-import socket
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from genie import playground  # noqa: E402
 from genie.play_bench import CHROMIUM, CHROMIUM_ARGS, FRAME  # noqa: E402
+from genie.play_load import free_port  # noqa: E402
 from genie.world import World  # noqa: E402
 
 # every new frame the page shows: (time ms, data URL)
@@ -68,10 +68,7 @@ def main() -> int:
     world = World.from_folder(args.world)
     picks = [int(i) for i in args.examples.split(",")] if args.examples else range(len(world.examples))
     demo = playground.build_demo(world, max_players=2, seed=0, clock=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = playground.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    url = playground.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     args.out.mkdir(parents=True, exist_ok=True)
     report = {}
     try:

@@ -2,7 +2,6 @@
 errors for bad uploads, and the bound on live sessions."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from genie.play_load import free_port
 from worlds import make_distinct_world, make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -20,12 +20,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 SIZE = 32
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ players of one world together, each bit for bit as alone."""
 import importlib.util
 import json
 import os
-import socket
 import threading
 import urllib.request
 from pathlib import Path
@@ -18,18 +17,13 @@ from PIL import Image
 from genie.data.record import COINRUN_DISTINCT
 from genie.engine import WorldEngine
 from genie.errors import UserError
+from genie.play_load import free_port
 from genie.play_worlds import WorldSet, resolve_worlds
 from worlds import make_two_worlds, one_torch_thread  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
