@@ -2,7 +2,7 @@
 
     python app.py --world worlds/coinrun [--world worlds/boxing] [--host 0.0.0.0] [--share]
 
-Same options as `genie play` (genie/play_cli.py); the app is genie/playground.py.
+Same options as `genie play` (genie/serve/cli.py); the app is genie/serve/app.py.
 """
 
 import argparse
@@ -11,8 +11,8 @@ import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from genie import play_cli  # noqa: E402
-from genie.errors import UserError  # noqa: E402
+from genie.serve import cli as play_cli  # noqa: E402
+from genie.utils.errors import UserError  # noqa: E402
 
 
 def main(argv=None) -> int:

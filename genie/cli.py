@@ -8,18 +8,16 @@ import importlib
 import os
 import sys
 
-from genie.errors import UserError
+from genie.utils.errors import UserError
 
 # module -> registers these subcommands
 COMMAND_MODULES = [
-    "genie.data.record",  # record coinrun|atari
+    "genie.data.cli",  # record coinrun|atari, data info|preview
     "genie.data.importer",  # import-videos
-    "genie.data.cli",  # data info|preview
-    "training.cli",  # train tokenizer|lam|dynamics, plot
+    "training.cli",  # train tokenizer|autoencoder|lam|dynamics, plot
     "genie.generate",  # generate
-    "genie.play_cli",  # play
-    "genie.evaluate",  # eval
-    "genie.playtest_cli",  # playtest
+    "genie.serve.cli",  # play
+    "genie.eval.cli",  # eval, playtest
     "genie.bench",  # bench data|train|play
 ]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genie.errors import UserError
+from genie.utils.errors import UserError
 
 DEFAULT_RANDOM_FRAMES = 32
 MAX_FRAMES = 10_000
@@ -120,8 +120,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from genie.engine import WorldEngine
-    from genie.video import FORMATS, MAX_SCALE, check_size, tile, write_video
+    from genie.utils.video import FORMATS, MAX_SCALE, check_size, tile, write_video
+    from genie.world.engine import WorldEngine
 
     out = Path(args.out)
     if out.suffix.lower() not in FORMATS:  # fail before loading anything

@@ -25,10 +25,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from genie import playground  # noqa: E402
-from genie.play_bench import CHROMIUM, CHROMIUM_ARGS, FRAME  # noqa: E402
-from genie.play_load import free_port  # noqa: E402
-from genie.world import World  # noqa: E402
+from genie.serve import app as playground  # noqa: E402
+from genie.serve.browser import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    FRAME,
+    free_port,  # noqa: E402
+)
+from genie.world.folder import World  # noqa: E402
 
 # every new frame the page shows: (time ms, data URL)
 RECORD_JS = """

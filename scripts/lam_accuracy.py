@@ -15,9 +15,9 @@ import argparse
 
 import numpy as np
 
-from genie.evaluate import latent_and_true_actions
-from genie.lam import LatentActionModel
-from genie.metrics import action_accuracy, best_mapping_accuracy
+from genie.eval.protocol import latent_and_true_actions
+from genie.models.lam import LatentActionModel
+from genie.utils.metrics import action_accuracy, best_mapping_accuracy
 
 
 def confusion_png(latent, true, num_latent: int, labels: list, path: str) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genie.play_load import free_port
+from genie.serve.browser import free_port
 from worlds import make_distinct_world, make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -29,7 +29,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app(world):
-    from genie import playground
+    from genie.serve import app as playground
 
     demo = playground.build_demo(world, max_players=4)
     url = playground.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
@@ -86,7 +86,7 @@ def test_two_clients_have_independent_worlds(app, tmp_path):
 
 def test_generate_returns_a_video(app):
     _, url = app
-    from genie.video import read_video
+    from genie.utils.video import read_video
 
     video, file, message = client(url).predict(
         None, "start_1", "right*3,left", 6, 2, 0, "gif", api_name="/generate"
@@ -119,9 +119,9 @@ def test_bad_upload_is_an_error_message_and_the_server_keeps_serving(app, tmp_pa
 
 
 def test_sessions_are_bounded_and_idle_ones_evicted(world):
-    from genie.errors import UserError
-    from genie.sessions import Sessions
-    from genie.world import World
+    from genie.serve.sessions import Sessions
+    from genie.utils.errors import UserError
+    from genie.world.folder import World
 
     w = World.from_folder(world)
     full = Sessions(w, max_players=2, idle_evict_s=3600, seat_wait_s=0)
@@ -144,8 +144,8 @@ def test_sessions_are_bounded_and_idle_ones_evicted(world):
 def test_a_tap_is_one_frame_and_a_held_key_streams(world):
     import threading
 
-    from genie.sessions import Sessions
-    from genie.world import World
+    from genie.serve.sessions import Sessions
+    from genie.world.folder import World
 
     s = Sessions(World.from_folder(world), seed=0).get("player")
     s.release(2)  # a keyup handled before its keydown: the press still plays exactly once
@@ -173,10 +173,10 @@ def test_a_tap_is_one_frame_and_a_held_key_streams(world):
 def test_the_game_clock_plays_noop_until_a_key_overrides_it_or_it_stops(tmp_path, monkeypatch):
     import threading
 
-    from genie import sessions
     from genie.data.record import COINRUN_DISTINCT
-    from genie.sessions import Sessions
-    from genie.world import World
+    from genie.serve import sessions
+    from genie.serve.sessions import Sessions
+    from genie.world.folder import World
 
     noop, right = COINRUN_DISTINCT.index("noop"), COINRUN_DISTINCT.index("right")
     s = Sessions(World.from_folder(make_distinct_world(tmp_path / "w")), seed=0).get("p")
@@ -206,9 +206,9 @@ def test_the_game_clock_plays_noop_until_a_key_overrides_it_or_it_stops(tmp_path
 
 
 def test_keys_and_clock_follow_the_world_labels(tmp_path):
-    from genie.play_html import bindings, key_label, keys_html
-    from genie.sessions import noop_action
-    from genie.world import default_keys
+    from genie.serve.html import bindings, key_label, keys_html
+    from genie.serve.sessions import noop_action
+    from genie.world.folder import default_keys
 
     labels = ["noop", "left", "right", "jump", "jump-left", "jump-right"]
     keys = default_keys(labels)

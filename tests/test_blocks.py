@@ -2,7 +2,7 @@
 
 import torch
 
-from genie.blocks import STTransformer, VectorQuantizer
+from genie.models.blocks import STTransformer, VectorQuantizer
 
 
 def test_step_with_cache_equals_full_causal_forward():

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from genie.play_bench import CHROMIUM, FRAME  # noqa: E402
-from genie.play_bench import CHROMIUM_ARGS as ARGS  # noqa: E402
+from genie.serve.browser import CHROMIUM, FRAME  # noqa: E402
+from genie.serve.browser import CHROMIUM_ARGS as ARGS  # noqa: E402
 from worlds import (  # noqa: F401 (fixture)
     make_distinct_world,
     make_tiny_world,
@@ -28,7 +28,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def serve(world, **kw):
-    from genie import playground
+    from genie.serve import app as playground
 
     demo = playground.build_demo(world, max_players=4, **kw)
     with socket.socket() as s:
@@ -58,7 +58,7 @@ def worlds_app(tmp_path_factory):
     """Two worlds that look different (`make_two_worlds`): alpha, 32x32 frames, labels
     left/right/up/down/noop; beta, 48x48, CoinRun's distinct actions. No game clock: these
     tests count the frames that keys make."""
-    from genie.play_worlds import WorldSet
+    from genie.serve.worlds import WorldSet
 
     worlds = WorldSet.load([make_two_worlds(tmp_path_factory.mktemp("worlds") / "worlds")])
     demo, url = serve(worlds, clock=False)

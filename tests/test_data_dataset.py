@@ -14,7 +14,7 @@ import torch
 
 from genie.data import ClipDataset, DatasetWriter, EpisodeData, collate_clips, open_dataset
 from genie.data import format as fmt
-from genie.errors import UserError
+from genie.utils.errors import UserError
 
 SOURCE = {"kind": "test", "version": 1}
 SPACE = {"n": 5, "labels": ["a", "b", "c", "d", "e"]}

@@ -6,12 +6,12 @@ import importlib.util
 import json
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from genie.data import ClipDataset, open_dataset, record
 from genie.data import format as fmt
-from genie.errors import UserError
+from genie.utils.errors import UserError
 
 coinrun = pytest.mark.skipif(
     importlib.util.find_spec("procgen") is None, reason="procgen not installed"
@@ -181,7 +181,7 @@ def test_sticky_policy_holds_distinct_actions_biased_forward():
 def test_sticky_recording_moves_the_character_more_than_uniform():
     """What docs/DATA.md claims: under `uniform` CoinRun barely moves (its random buttons
     cancel), under `sticky` the character runs and the camera scrolls."""
-    from genie.metrics import track_scroll
+    from genie.utils.metrics import track_scroll
 
     levels, steps = [3, 4, 5, 6, 7, 8], 400
     travel = {}
@@ -333,7 +333,7 @@ def test_killed_recording_resumes(tmp_path):
 
 def test_atari_action_subset_becomes_the_distinct_actions():
     from genie.data.atari import atari_action_space
-    from genie.errors import UserError
+    from genie.utils.errors import UserError
 
     labels = ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPFIRE", "UPRIGHTFIRE"]
     space = atari_action_space("Boxing", labels, ["noop", "fire", "up", "right", "upright"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genie.diffusion import DiffusionConfig, DiffusionDynamics
+from genie.models.diffusion import DiffusionConfig, DiffusionDynamics
 
 GRID, E = 6, 8
 MOVES = {0: (-1, 0), 1: (1, 0), 2: (0, -1), 3: (0, 1), 4: (0, 0)}  # up, down, left, right, stay

@@ -14,12 +14,12 @@ from PIL import Image
 from synthetic import write_dataset
 
 from genie.cli import main
-from genie.engine import WorldEngine
-from genie.lam import LatentActionModel
-from genie.pretrained import config_from_dict
-from genie.tokenizer import VideoTokenizer
-from genie.video import read_video
-from genie.world import export_part
+from genie.models.lam import LatentActionModel
+from genie.models.pretrained import config_from_dict
+from genie.models.tokenizer import VideoTokenizer
+from genie.utils.video import read_video
+from genie.world.engine import WorldEngine
+from genie.world.folder import export_part
 from training import presets
 from worlds import one_torch_thread  # noqa: F401 (fixture)
 

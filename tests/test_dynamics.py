@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from genie.dynamics import DynamicsConfig, DynamicsModel
+from genie.models.dynamics import DynamicsConfig, DynamicsModel
 
 GRID = 6
 MOVES = {0: (-1, 0), 1: (1, 0), 2: (0, -1), 3: (0, 1), 4: (0, 0)}  # up, down, left, right, stay

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from genie.engine import WorldEngine, carry_unchanged
-from genie.errors import UserError
+from genie.utils.errors import UserError
+from genie.world.engine import WorldEngine, carry_unchanged
 from worlds import example_images, make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
 
 SIZE = 32

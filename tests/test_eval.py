@@ -12,9 +12,9 @@ import torch
 from synthetic import ACTIONS, make_episode
 
 from genie.cli import main
-from genie.evaluate import name_latent_actions
-from genie.lam import LAMConfig, LatentActionModel
-from genie.world import export_part
+from genie.eval.protocol import name_latent_actions
+from genie.models.lam import LAMConfig, LatentActionModel
+from genie.world.folder import export_part
 from worlds import make_tiny_world
 
 
@@ -148,19 +148,19 @@ def test_latents_without_a_clear_meaning_get_generic_names():
 def test_eval_measures_the_frames_the_engine_plays(tmp_path, monkeypatch):
     """The rollouts `genie eval` scores are the frames a one-player engine shows for the same
     seed, prompt and actions, bit for bit (so a number in a report is what a player sees)."""
-    import genie.evaluate
-    from genie.engine import WorldEngine
+    import genie.eval.protocol
+    from genie.world.engine import WorldEngine
 
     world, data = lam_world(tmp_path / "world"), write_test_split(tmp_path / "data")
     played = []
-    real = genie.evaluate.play_clips
+    real = genie.eval.protocol.play_clips
 
     def spy(engine, frames, actions, context, horizon, seeds, random_actions):
         out = real(engine, frames, actions, context, horizon, seeds, random_actions)
         played.append((frames, actions, seeds, random_actions, out))
         return out
 
-    monkeypatch.setattr(genie.evaluate, "play_clips", spy)
+    monkeypatch.setattr(genie.eval.protocol, "play_clips", spy)
     argv = ["eval", "--world", world, "--data", data, "--out", tmp_path / "eval", "--seed", 3]
     assert main([str(a) for a in argv + ["--episodes", 3, "--context", 2, "--batch-size", 2]]) == 0
     assert [len(p[2]) for p in played] == [2, 1] and [p[2] for p in played] == [[3, 4], [5]]

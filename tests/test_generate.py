@@ -1,4 +1,4 @@
-"""`genie generate` and genie/video.py: clips that read back with the right frame count, K
+"""`genie generate` and genie/utils/video.py: clips that read back with the right frame count, K
 futures side by side, and one-line errors (exit 2) for bad input."""
 
 import re
@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from genie.cli import main
-from genie.errors import UserError
-from genie.video import read_video, tile, write_video
+from genie.utils.errors import UserError
+from genie.utils.video import read_video, tile, write_video
 from worlds import make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
 
 SIZE = 32

@@ -1,12 +1,12 @@
-"""genie.images: the one crop-and-resize gives the recorder and the importer exactly the frames
+"""genie.utils.images: the one crop-and-resize gives the recorder and the importer exactly the frames
 they made before; uint8 <-> float round trips; one grid builder for every picture."""
 
 import numpy as np
 import torch
 from PIL import Image
 
-from genie.images import fit_square, frame_rows, grid, load_image, to_float, to_uint8
-from genie.video import tile
+from genie.utils.images import fit_square, frame_rows, grid, load_image, to_float, to_uint8
+from genie.utils.video import tile
 
 
 def screen(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from synthetic import ACTIONS, make_batch
 
-from genie.images import to_float
-from genie.lam import LAMConfig, LatentActionModel
-from genie.metrics import best_mapping_accuracy
+from genie.models.lam import LAMConfig, LatentActionModel
+from genie.utils.images import to_float
+from genie.utils.metrics import best_mapping_accuracy
 
 # The LAM's patches are 4 px and the sprite moves 4 px per step: an action then looks the same
 # wherever the sprite is. (With moves smaller than a patch, "up" seen at two offsets inside a

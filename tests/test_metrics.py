@@ -1,4 +1,4 @@
-"""genie.metrics: each number means what its name says, on frames where the answer is known."""
+"""genie.utils.metrics: each number means what its name says, on frames where the answer is known."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genie.metrics import (
+from genie.utils.metrics import (
     action_accuracy,
     colour_drift,
     gradient_magnitude,

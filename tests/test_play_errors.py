@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from genie.play_load import free_port
+from genie.serve.browser import free_port
 from worlds import make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -84,7 +84,7 @@ def test_a_corrupt_example_fails_the_world_load_in_one_line(world, tmp_path, gen
 
 @pytest.fixture(scope="module")
 def app(world):
-    from genie import playground
+    from genie.serve import app as playground
 
     demo = playground.build_demo(world, max_players=4)
     url = playground.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
@@ -148,7 +148,7 @@ def test_seats_of_closed_clients_free_promptly(world):
     refused (a closed client's seat frees within a heartbeat, and a newcomer waits for it)."""
     from gradio_client import Client
 
-    from genie import playground
+    from genie.serve import app as playground
 
     demo = playground.build_demo(world, max_players=2)
     url = playground.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
@@ -166,7 +166,7 @@ def test_seats_of_closed_clients_free_promptly(world):
 
 
 def test_stale_temp_folders_of_killed_playgrounds_are_removed(tmp_path):
-    from genie.playground import clean_stale_tmp
+    from genie.serve.app import clean_stale_tmp
 
     proc = subprocess.Popen(["true"])  # a pid that has exited
     proc.wait()

@@ -1,4 +1,4 @@
-"""Several worlds in one playground (genie/play_worlds.py): `--world` repeated or a folder of
+"""Several worlds in one playground (genie/serve/worlds.py): `--world` repeated or a folder of
 worlds, names and the default, one-line errors; the API's `/reset` takes a world by name and
 the frames come from that world; sessions switch worlds in their seat; the batcher steps only
 players of one world together, each bit for bit as alone."""
@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from genie.data.record import COINRUN_DISTINCT
-from genie.engine import WorldEngine
-from genie.errors import UserError
-from genie.play_load import free_port
-from genie.play_worlds import WorldSet, resolve_worlds
+from genie.serve.browser import free_port
+from genie.serve.worlds import WorldSet, resolve_worlds
+from genie.utils.errors import UserError
+from genie.world.engine import WorldEngine
 from worlds import make_two_worlds, one_torch_thread  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -101,7 +101,7 @@ def test_app_script_takes_several_worlds(folder, monkeypatch):
 
 
 def test_a_player_switches_worlds_in_its_seat_and_others_stay(worlds):
-    from genie.sessions import Sessions
+    from genie.serve.sessions import Sessions
 
     sessions = Sessions(worlds, max_players=2, seed=0)
     a, b = sessions.get("a"), sessions.get("b")
@@ -138,8 +138,8 @@ def test_a_player_switches_worlds_in_its_seat_and_others_stay(worlds):
 def test_a_key_event_meant_for_the_world_a_player_left_is_ignored(worlds, tmp_path):
     from types import SimpleNamespace as Event
 
-    from genie.play_events import Handlers
-    from genie.sessions import Sessions
+    from genie.serve.handlers import Handlers
+    from genie.serve.sessions import Sessions
 
     h = Handlers(Sessions(worlds, seed=0), 64, tmp_path)
     player = Event(session_hash="p")
@@ -156,7 +156,7 @@ def test_a_key_event_meant_for_the_world_a_player_left_is_ignored(worlds, tmp_pa
 
 
 def test_the_batcher_steps_players_of_one_world_together_each_as_alone(worlds):
-    from genie.serving import Batcher, batch_key, step_together
+    from genie.serve.batcher import Batcher, batch_key, step_together
 
     steps = 12
     rng = np.random.default_rng(0)
@@ -199,7 +199,7 @@ def test_the_batcher_steps_players_of_one_world_together_each_as_alone(worlds):
 
 @pytest.fixture(scope="module")
 def app(worlds):
-    from genie import playground
+    from genie.serve import app as playground
 
     demo = playground.build_demo(worlds, max_players=8, seed=0)
     url = playground.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
@@ -268,13 +268,13 @@ def test_two_clients_on_two_worlds_stay_independent_and_old_calls_still_work(app
     assert "event: complete" in answer and '"world": "alpha"' in answer
     # Generate follows the client's world
     video, _, message = b.predict(None, "start_0", "jump*2", 2, 1, 0, "gif", api_name="/generate")
-    from genie.video import read_video
+    from genie.utils.video import read_video
 
     assert read_video(video).shape[1:3] == (4 * 48, 4 * 48) and "jump, jump" in message  # x4
 
 
 def test_the_picker_shows_only_when_several_worlds_are_served(app, folder):
-    from genie import playground
+    from genie.serve import app as playground
 
     def picker(demo) -> dict:
         (c,) = [c for c in demo.config["components"] if c["props"].get("elem_id") == "genie-world"]

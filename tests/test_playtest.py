@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from genie.data.record import COINRUN_DISTINCT
-from genie.playtest import Controls, resolve_controls, run_playtest, script_actions
+from genie.eval.playtest import Controls, resolve_controls, run_playtest, script_actions
 from tests.worlds import make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
 
 SIZE, WIDE, CAM0, SPEED = 32, 512, 200, 3  # synthetic level: a 32 x 512 strip, camera 3 px/frame
@@ -139,7 +139,7 @@ def test_controls_match_by_label_then_by_game_action():
 
 def test_coinrun_replay_is_deterministic():
     pytest.importorskip("procgen")
-    from genie.replay import coinrun_player
+    from genie.eval.replay import coinrun_player
 
     game = coinrun_player(64)
     actions = np.array([[7] * 6, [8] * 6])  # hold right; hold jump-right
@@ -152,7 +152,7 @@ def test_coinrun_replay_is_deterministic():
 
 def test_atari_replay_is_deterministic():
     pytest.importorskip("ale_py")
-    from genie.replay import atari_player
+    from genie.eval.replay import atari_player
 
     game = atari_player("ALE/Pong-v5", 32)
     actions = np.array([[2, 2, 3, 3, 0, 1]])
@@ -181,8 +181,8 @@ def test_a_recorded_prefix_moves_the_start_frame_and_the_world_starts_there():
 
 def test_boxing_sprite_motion_agrees_with_itself_and_not_with_the_mirror_key():
     pytest.importorskip("ale_py")
-    from genie.playtest import score
-    from genie.replay import atari_player
+    from genie.eval.playtest import score
+    from genie.eval.replay import atari_player
 
     game = atari_player("ALE/Boxing-v5", 64)
     right, _ = game([0], np.full((1, 24), 3))  # RIGHT: the white boxer walks right

@@ -1,4 +1,4 @@
-"""Batched serving (genie/serving.py): players stepped together see exactly the frames each
+"""Batched serving (genie/serve/batcher.py): players stepped together see exactly the frames each
 would see alone, whatever their start, seed or frame count; a bad request fails alone; and a
 `genie play` server gives its memory back after players leave, round after round."""
 
@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from genie.engine import WorldEngine
-from genie.errors import UserError
-from genie.serving import Batcher, batch_key, step_together
-from genie.world import World
+from genie.serve.batcher import Batcher, batch_key, step_together
+from genie.utils.errors import UserError
+from genie.world.engine import WorldEngine
+from genie.world.folder import World
 from worlds import make_tiny_world, one_torch_thread  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -121,7 +121,7 @@ def test_server_memory_comes_back_after_each_round_of_players(tmp_path):
     peak: 32 undo snapshots of a 64x64 world's caches each) and does not grow round to round.
     Without `release_memory`, or with the batcher keeping its last batch's engines, it stays
     near the peak (docs/PLAY.md, "Reliability")."""
-    from genie import play_load
+    from genie.serve import drills as play_load
 
     path = make_tiny_world(tmp_path / "w", frame_size=64, width=128)
     proc, url = play_load.start_server(path, 6)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from genie.engine import WorldEngine
+from genie.world.engine import WorldEngine
 
 WORLDS = Path(__file__).resolve().parents[1] / "worlds"
 SHIPPED = ["coinrun", "boxing"]

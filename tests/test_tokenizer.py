@@ -6,7 +6,7 @@ import pytest
 import torch
 from synthetic import make_batch
 
-from genie.tokenizer import TokenizerConfig, VideoTokenizer
+from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
 
 
 def tiny_config(**kw) -> TokenizerConfig:

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from synthetic import write_dataset
 
 from genie.cli import main
-from genie.errors import UserError
-from genie.world import export_part, load_part
+from genie.utils.errors import UserError
+from genie.world.folder import export_part, load_part
 from training import presets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,8 +61,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def tokenizer_world(path: Path, num_codes: int = 64, frame_size: int = 32) -> Path:
     """A world holding a random-init tokenizer of the tiny preset's shape."""
-    from genie.pretrained import config_from_dict
-    from genie.tokenizer import TokenizerConfig, VideoTokenizer
+    from genie.models.pretrained import config_from_dict
+    from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
 
     model = presets.load("tiny", "tokenizer").model | {
         "num_codes": num_codes,
@@ -244,7 +244,7 @@ def test_first_row_after_a_crash_averages_every_step_since_the_last_row(
 def test_two_processes_read_disjoint_data_and_end_equal(data, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "training.train", "tokenizer", "--data", data, "--world", tmp_path / "world"]
+    cmd += ["-m", "training", "tokenizer", "--data", data, "--world", tmp_path / "world"]
     cmd += ["--run-dir", run, "--steps", 3, "--batch-size", 2, "--debug-shards", *TRAIN]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
@@ -350,7 +350,7 @@ def test_decoder_only_training_keeps_the_tokens_and_the_dynamics(data, tmp_path,
     """--freeze-encoder: every frame keeps its code ids while the decoder learns, so the world's
     dynamics (and a dynamics run being resumed) stay valid; training the whole tokenizer does not."""
     from genie.data.dataset import ClipDataset
-    from genie.world import World
+    from genie.world.folder import World
 
     world, dyn_run = tokenizer_world(tmp_path / "w"), tmp_path / "dyn"
     dyn = ("--action-source", "true")

@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from genie.dynamics import DynamicsConfig, DynamicsModel
-from genie.tokenizer import TokenizerConfig, VideoTokenizer
-from genie.world import export_part, set_action_labels
+from genie.models.dynamics import DynamicsConfig, DynamicsModel
+from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
+from genie.world.folder import export_part, set_action_labels
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -99,7 +99,7 @@ def make_coinrun_size_world(path: str | Path, seed: int = 0) -> Path:
     play before a trained world exists. Its frames are noise."""
     import json
 
-    from genie.pretrained import config_from_dict
+    from genie.models.pretrained import config_from_dict
 
     path = Path(path)
     presets = Path(__file__).resolve().parents[1] / "training" / "presets" / "coinrun-cpu"
@@ -147,7 +147,7 @@ def example_images(size: int, seed: int = 0, n: int = 2) -> list[np.ndarray]:
 def make_distinct_world(path: str | Path, seed: int = 0) -> Path:
     """A random-init world labelled with CoinRun's six distinct true actions (noop, left,
     right, jump, jump-left, jump-right), as `--action-source true` labels it: its keys are
-    chords (↑ + → = jump-right) and noop has no key (`genie.world.default_keys`)."""
+    chords (↑ + → = jump-right) and noop has no key (`genie.world.folder.default_keys`)."""
     from genie.data.record import COINRUN_DISTINCT
 
     path = make_tiny_world(path, num_actions=len(COINRUN_DISTINCT), seed=seed)

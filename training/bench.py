@@ -19,7 +19,7 @@ import os
 import statistics
 import time
 
-from genie.registry import KINDS, SLOTS
+from genie.models.registry import KINDS, SLOTS
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -57,8 +57,8 @@ def build(part: str, preset_name: str):
     """(model, batch, train config) for one part kind at the preset's sizes."""
     import torch
 
-    from genie.pretrained import config_from_dict
-    from genie.registry import kind
+    from genie.models.pretrained import config_from_dict
+    from genie.models.registry import kind
     from training import presets
 
     k = kind(part)
@@ -135,7 +135,7 @@ def measure(part: str, preset_name: str, steps: int, warmup: int, peak: float) -
 def run(args) -> int:
     import torch
 
-    from genie.errors import UserError
+    from genie.utils.errors import UserError
     from training import presets
 
     if args.steps < 1:

@@ -14,7 +14,7 @@
 Written to RUN_DIR/checkpoint.tmp, then renamed; the previous checkpoint is kept as
 checkpoint.old until the new one is in place, so a crash at any moment leaves a whole one.
 Released weights go to the world folder instead (`release`, through
-`genie.world.export_part`), with a record of how they were trained (`export_info`).
+`genie.world.folder.export_part`), with a record of how they were trained (`export_info`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from genie.errors import UserError
+from genie.utils.errors import UserError
 
 NAME = "checkpoint"
 
@@ -90,6 +90,7 @@ def trainer_state(settings, progress: Progress, part, num_processes: int) -> dic
     s = settings
     return {
         "part": s.part,
+        "kind": s.kind,
         "preset": s.preset,
         **dataclasses.asdict(progress),
         "seed": s.seed,
@@ -205,7 +206,7 @@ def export_info(settings, progress: Progress, part, accelerator, metrics: dict) 
 
 def release(world: Path, part: str, model: torch.nn.Module, ema, info: dict[str, Any]) -> None:
     """Export the run's weights (the EMA weights when it keeps them) into the world folder."""
-    from genie.world import export_part
+    from genie.world.folder import export_part
 
     released = copy.deepcopy(model)
     if ema is not None:

@@ -6,13 +6,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from genie.registry import BACKENDS, SLOTS
+from genie.models.registry import BACKENDS, SLOTS
+
+PARTS = (*SLOTS, "autoencoder")  # "autoencoder": the tokenizer slot's continuous kind
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    """The arguments of `genie train` (shared with `python -m training.train`)."""
+    """The arguments of `genie train` (shared with `python -m training`)."""
     p.add_argument(
-        "part", choices=SLOTS, help="which part to train (tokenizer, then lam, then dynamics)"
+        "part",
+        choices=PARTS,
+        help="which part to train (tokenizer or autoencoder, then lam, then dynamics); "
+        "'autoencoder' is the continuous frame autoencoder a diffusion world draws with",
     )
     p.add_argument(
         "--data",
@@ -97,7 +102,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train the tokenizer, LAM or dynamics of a world on a dataset",
         description="Train one part of a world. Order: tokenizer, lam, dynamics. Multi-process: "
-        "accelerate launch --num_processes N -m training.train PART ... (same arguments).",
+        "accelerate launch --num_processes N -m training PART ... (same arguments).",
     )
     add_train_args(p)
     p.set_defaults(func=run_train)
@@ -109,7 +114,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_numbers(args) -> None:
-    from genie.errors import UserError
+    from genie.utils.errors import UserError
 
     for name in ("steps", "batch_size", "clip_len", "stop_at", "log_every", "eval_batches"):
         value = getattr(args, name, None)
@@ -137,11 +142,11 @@ def run_plot(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m training.train PART ...` (what `accelerate launch -m training.train` runs):
+    """`python -m training PART ...` (what `accelerate launch -m training` runs):
     `genie train`'s arguments, its one-line errors and exit code 2."""
-    from genie.errors import UserError
+    from genie.utils.errors import UserError
 
-    parser = argparse.ArgumentParser(prog="python -m training.train")
+    parser = argparse.ArgumentParser(prog="python -m training")
     add_train_args(parser)
     args = parser.parse_args(argv)
     try:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from genie.data import ClipDataset, collate_clips
-from genie.errors import UserError
+from genie.utils.errors import UserError
 
 
 class EpochSampler(torch.utils.data.Sampler):

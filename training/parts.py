@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from genie.errors import UserError
-from genie.pretrained import config_from_dict
-from genie.world import load_part
+from genie.models.pretrained import config_from_dict
+from genie.utils.errors import UserError
+from genie.world.folder import load_part
 from training.presets import config_class, fit_frame_size
 
 ACTION_SOURCES = ("lam", "true")
@@ -26,7 +26,7 @@ ACTION_SOURCES = ("lam", "true")
 
 def model_class(part: str) -> type:
     """The model class of a registry kind (tokenizer, lam, dynamics, diffusion)."""
-    from genie.registry import kind
+    from genie.models.registry import kind
 
     return kind(part).model_class
 
@@ -108,7 +108,7 @@ class Part:
         """A model resumed from a checkpoint must still fit the data and the world's parts."""
         self.check_frame_size(model.config, dataset)
         if self.name == "dynamics":
-            from genie.world import check_compatible
+            from genie.world.folder import check_compatible
 
             check_compatible(self.tokenizer, None, model)
             want = self.num_actions(dataset)
@@ -183,14 +183,17 @@ def make_part(
     """Load what the part needs from the world folder. Dynamics: the tokenizer, plus the LAM
     unless action_source == "true". Default action source: "lam" (Genie's setting; works on
     any video); "true" uses the dataset's recorded actions and must be asked for."""
-    from genie.registry import SLOTS, dynamics_kind
+    from genie.models.registry import KINDS, SLOTS, dynamics_kind
 
-    if name not in SLOTS:
+    if name not in SLOTS and name not in KINDS:
         raise UserError(f"unknown part '{name}' (expected one of {', '.join(SLOTS)})")
-    if name != "dynamics":
+    if name in ("dynamics", "diffusion"):
+        backend = backend or ("diffusion" if name == "diffusion" else None)
+        name = "dynamics"
+    else:
         if action_source is not None or backend is not None:
             raise UserError("--action-source and --backend only apply to `genie train dynamics`")
-        return Part(name, kind=name)
+        return Part(KINDS[name].slot, kind=name)
     source = action_source or "lam"
     if source not in ACTION_SOURCES:
         raise UserError(f"--action-source must be one of {', '.join(ACTION_SOURCES)}")
@@ -235,7 +238,7 @@ def _load_needed(world_dir, part: str) -> nn.Module:
 
 def world_fingerprints(world: Path, part: str, action_source: str | None) -> dict[str, str]:
     """Fingerprints of the world parts a run depends on (dynamics: tokenizer, and LAM)."""
-    from genie.world import TOKENS_KEY, part_fingerprints
+    from genie.world.folder import TOKENS_KEY, part_fingerprints
 
     if part != "dynamics":
         return {}
@@ -247,7 +250,7 @@ def world_fingerprints(world: Path, part: str, action_source: str | None) -> dic
 def check_world_unchanged(world: Path, saved: dict, part: str, action_source: str | None) -> None:
     """A resumed dynamics run must still see the tokenizer encoder (and LAM) it started with.
     Its decoder may have been trained further: the code ids it learned are the same."""
-    from genie.world import part_fingerprints
+    from genie.world.folder import part_fingerprints
 
     if part != "dynamics":
         return

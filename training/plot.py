@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from genie.errors import UserError
+from genie.utils.errors import UserError
 from training.metrics_log import read
 
 SKIP = {"step", "epoch", "elapsed_s"}  # not curves

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genie.errors import UserError
-from genie.registry import KINDS
+from genie.models.registry import KINDS
+from genie.utils.errors import UserError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 PARTS = tuple(KINDS)  # the registry's part kinds: <preset>/<kind>.json
@@ -94,7 +94,7 @@ def resolve(name: str) -> Path:
 
 
 def config_class(part: str) -> type:
-    from genie.registry import kind
+    from genie.models.registry import kind
 
     return kind(part).config_class
 

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from genie.errors import UserError
+from genie.utils.errors import UserError
 from training import checkpoint, presets
 
 
@@ -18,6 +18,7 @@ def default_run_dir(world: str | Path, part: str) -> Path:
 @dataclasses.dataclass
 class Settings:
     part: str  # the world slot trained: tokenizer | lam | dynamics
+    kind: str  # the registry kind trained (tokenizer | autoencoder | lam | dynamics | diffusion)
     run_dir: Path
     world: Path
     data: str  # the dataset folder as given (world.json records it so, never made absolute)
@@ -35,6 +36,8 @@ class Settings:
 
 
 def resolve_settings(args) -> Settings:
+    from genie.models.registry import dynamics_kind, slot_of
+
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.world, args.part)
     overrides = {
         "steps": args.steps,
@@ -55,8 +58,6 @@ def resolve_settings(args) -> Settings:
             raise UserError(f"--preset is required (available: {', '.join(presets.available())})")
         preset_part = args.part
         if args.part == "dynamics":
-            from genie.registry import dynamics_kind
-
             preset_part = dynamics_kind(backend).name
         elif backend:
             raise UserError("--backend only applies to `genie train dynamics`")
@@ -76,10 +77,14 @@ def resolve_settings(args) -> Settings:
         action_source, backend = saved.get("action_source"), saved.get("backend")
         init_from = saved.get("init_from")
     freeze = bool(getattr(args, "freeze_encoder", False) or saved.get("freeze_encoder"))
-    if freeze and args.part != "tokenizer":
-        raise UserError("--freeze-encoder is for the tokenizer (it keeps the code ids fixed)")
+    if freeze and slot_of(args.part) != "tokenizer":
+        raise UserError(
+            "--freeze-encoder is for the tokenizer or autoencoder (it keeps the latents fixed)"
+        )
+    slot = slot_of(args.part)
     return Settings(
-        part=args.part,
+        part=slot,
+        kind=dynamics_kind(backend).name if slot == "dynamics" else args.part,
         run_dir=run_dir,
         world=Path(args.world),
         data=str(args.data),
@@ -99,8 +104,11 @@ def resolve_settings(args) -> Settings:
 
 def check_resumable(saved: dict[str, Any], args, overrides: dict[str, Any], run_dir: Path) -> None:
     """A resumed run continues the same run: flags may not contradict its checkpoint."""
-    if saved["part"] != args.part:
-        raise UserError(f"{run_dir} is a {saved['part']} run, not a {args.part} run")
+    from genie.models.registry import slot_of
+
+    kind = saved.get("kind", saved["part"])
+    if saved["part"] != slot_of(args.part) or (args.part != "dynamics" and kind != args.part):
+        raise UserError(f"{run_dir} is a {kind} run, not a {args.part} run")
     if args.preset and args.preset != saved["preset"]:
         raise UserError(
             f"{run_dir} was trained with preset '{saved['preset']}', not '{args.preset}'"

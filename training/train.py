@@ -7,7 +7,7 @@ run is resumed from in `training/settings.py` and `training/checkpoint.py`.
 
 Runs as `genie train PART ...`, or under accelerate for several processes/GPUs:
 
-    accelerate launch --num_processes 2 -m training.train tokenizer --data D --world W --preset P
+    accelerate launch --num_processes 2 -m training tokenizer --data D --world W --preset P
 
 Each process reads its own shard of every epoch's shuffled order; gradients are all-reduced,
 so every process holds the same weights. The LR schedule counts optimizer steps, whatever
@@ -16,7 +16,6 @@ the number of processes (batch_size is per process).
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -33,8 +32,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genie.data import ClipDataset
-from genie.errors import UserError
-from genie.world import read_meta
+from genie.utils.errors import UserError
+from genie.world.folder import read_meta
 from training import checkpoint
 from training.checkpoint import Progress
 from training.data import EpochSampler, Indexed, collate_indexed, to_device, val_split_or_none
@@ -49,7 +48,7 @@ def train(args) -> int:
     accelerator = make_accelerator(args.mixed_precision)
     device, main, say = accelerator.device, accelerator.is_main_process, accelerator.print
     train_ds, val_ds = load_data(s, say)
-    part = make_part(s.part, s.world, train_ds, s.action_source, s.backend).to(device)
+    part = make_part(s.kind, s.world, train_ds, s.action_source, s.backend).to(device)
     warn_dynamics_trained_on(s, say)
     loader_gen = torch.Generator()  # worker seeds come from here, not from the global RNG
     loader, val_loader = make_loaders(train_ds, val_ds, cfg, s.seed, args.workers, loader_gen)
@@ -73,7 +72,7 @@ def train(args) -> int:
     clip_log = debug_clip_log(run_dir, accelerator) if args.debug_shards else None
     n_params = sum(p.numel() for p in model.parameters())
     say(
-        f"training {s.part} ({n_params / 1e6:.2f}M params, preset {s.preset}) on {len(train_ds)} "
+        f"training {s.kind} ({n_params / 1e6:.2f}M params, preset {s.preset}) on {len(train_ds)} "
         f"clips x {cfg.clip_len} frames, {accelerator.num_processes} process(es) on {device}, "
         f"steps {progress.step}->{s.stop_at} of {cfg.steps}, run dir {run_dir}"
     )
@@ -367,10 +366,3 @@ def debug_clip_log(run_dir: Path, accelerator):
 def dump_weights(model: nn.Module, run_dir: Path, rank: int) -> None:
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(weights, str(run_dir / "debug" / f"weights_rank{rank}.safetensors"))
-
-
-# `accelerate launch -m training.train PART ...`: the arguments of `genie train`
-if __name__ == "__main__":
-    from training.cli import main
-
-    sys.exit(main())

@@ -14,7 +14,7 @@ import numpy as np
 
 from genie.data.format import DatasetWriter, EpisodeData
 from genie.data.record import RecordResult, _todo, episode_actions, sticky_actions
-from genie.errors import UserError
+from genie.utils.errors import UserError
 
 ATARI_FPS = 15.0  # 60 Hz console, v5 envs repeat each action for 4 console frames
 SHARD_FRAMES = 16_384  # episodes per shard ~ this many frames
@@ -91,7 +91,7 @@ def atari_action_space(game: str, labels: list[str], actions: list[str] | None) 
 
 def record_atari_episode(env, level: int, actions: np.ndarray, size: int) -> dict[str, np.ndarray]:
     """Play one episode from env.reset(seed=level); a game over resets and flags `firsts`."""
-    from genie.images import fit_square
+    from genie.utils.images import fit_square
 
     steps = len(actions)
     frames = np.empty((steps, size, size, 3), np.uint8)
@@ -133,7 +133,6 @@ def record_atari(
     # no sticky actions in the emulator: an episode is a function of its seed and actions, so
     # `genie playtest` can replay it
     env = gymnasium.make(env_id, repeat_action_probability=0.0)
-    n = int(env.action_space.n)
     source = {
         "kind": "atari",
         "game": game,

@@ -73,7 +73,7 @@ def time_loading(
 def run(args: argparse.Namespace) -> int:
     from genie.data.format import open_dataset
     from genie.data.record import record_coinrun
-    from genie.errors import UserError
+    from genie.utils.errors import UserError
 
     if (
         args.frames < 1

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from genie.data.format import Manifest, open_dataset, shard_path
-from genie.errors import UserError
+from genie.utils.errors import UserError
 
 
 class ClipDataset(torch.utils.data.Dataset):

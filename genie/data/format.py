@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
-from genie.errors import UserError
+from genie.utils.errors import UserError
 
 FORMAT_NAME = "genie-dataset"
 FORMAT_VERSION = 1
@@ -222,7 +223,7 @@ class DatasetWriter:
         self.root = Path(root)
         self.manifest = self._open_or_new(frame_size, source, fps, action_space)
         self._by_name = {e.name: e for e in self.manifest.episodes}
-        self._lock_fd: int | None = None
+        self._lock: FileLock | None = None
         self._take_lock()
         self._clean_leftovers()
 
@@ -262,18 +263,15 @@ class DatasetWriter:
         )
 
     def _take_lock(self) -> None:
-        import fcntl
-
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = FileLock(self.root / _LOCK)  # an OS lock: released if the process dies
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+            lock.acquire(timeout=0)
+        except Timeout:
             raise UserError(
                 f"another genie process is writing {self.root}; wait for it or stop it"
             ) from None
-        self._lock_fd = fd
+        self._lock = lock
 
     def _clean_leftovers(self) -> None:
         shards = self.root / SHARDS
@@ -287,9 +285,9 @@ class DatasetWriter:
             tmp.unlink()
 
     def close(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> DatasetWriter:
         return self

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from genie.data.format import DatasetWriter, EpisodeData
-from genie.errors import UserError
+from genie.utils.errors import UserError
 
 VIDEO_EXTS = {".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".gif"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -136,7 +136,7 @@ def decode_video(path: Path, size: int, fps: float | None) -> Decoded:
     ValueError for files that cannot be decoded."""
     import av
 
-    from genie.images import fit_square
+    from genie.utils.images import fit_square
 
     frames, kept, n_source = [], [], 0
     with av.open(str(path)) as container:
@@ -166,7 +166,7 @@ def decode_frames(files: list[Path], size: int) -> np.ndarray:
     """A folder's images, in name order: (L, size, size, 3) uint8."""
     from PIL import Image
 
-    from genie.images import fit_square
+    from genie.utils.images import fit_square
 
     out = []
     for p in files:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from genie.data.format import DatasetWriter, EpisodeData
-from genie.errors import UserError
+from genie.utils.errors import UserError
 
 # Genie / Jasmine seed ranges [start, stop) per split
 SPLITS = {"train": (0, 10_000), "val": (10_000, 10_500), "test": (10_500, 11_000)}
@@ -335,114 +334,3 @@ def record_coinrun(
                 writing.result()
         bar.close()
         return RecordResult(len(todo), len(plan) - len(todo), frames, time.perf_counter() - t0)
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("record", help="record gameplay of a random policy (CoinRun, Atari)")
-    rsub = p.add_subparsers(dest="game_kind", metavar="GAME", required=True)
-
-    c = rsub.add_parser("coinrun", help="procgen CoinRun, hard mode, Genie's protocol")
-    _common(c)
-    c.add_argument("--levels", "--seeds", dest="seeds", type=_parse_range, metavar="A:B",
-                   help="record level seeds A..B-1 as --split (default train)")  # fmt: skip
-    c.add_argument(
-        "--num-envs", type=int, default=16, help="levels played side by side (default 16)"
-    )
-    c.set_defaults(func=run)
-
-    a = rsub.add_parser(
-        "atari", help="an Atari game (gymnasium + ale-py), frames resized to --size"
-    )
-    a.add_argument("--game", help="e.g. Pong, Breakout (see --list-games)")
-    a.add_argument("--list-games", action="store_true", help="print the available games and exit")
-    _common(a)
-    a.add_argument(
-        "--seeds", type=_parse_range, metavar="A:B", help="record env seeds A..B-1 as --split"
-    )
-    a.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
-    a.add_argument("--actions", metavar="A,B,..",
-                   help="play only these of the game's actions (e.g. NOOP,FIRE,UP,RIGHT,LEFT,DOWN); "
-                   "they become the dataset's distinct actions (default: the whole minimal set)")  # fmt: skip
-    a.set_defaults(func=run)
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--out", type=Path, help="dataset folder (created; rerun the same command to resume)"
-    )
-    p.add_argument("--episodes", type=int, help="episodes to record (see --split)")
-    p.add_argument(
-        "--steps-per-episode", type=int, default=1000, help="frames per episode (default 1000)"
-    )
-    p.add_argument(
-        "--split", help="train|val|test (or any name with --levels); default: N shared 20:1:1"
-    )
-    p.add_argument(
-        "--action-repeat", type=int, default=1, help="hold each random action K steps (default 1)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random policy (default 0)")
-    p.add_argument("--policy", choices=POLICIES, default="uniform",
-                   help="uniform: a random button every step (Genie's protocol, default); "
-                   "sticky: distinct actions held for --hold-mean steps on average, biased forward")  # fmt: skip
-    p.add_argument("--hold-mean", type=float, default=8.0,
-                   help="sticky policy: mean steps an action is held (default 8)")  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    if getattr(args, "list_games", False):
-        from genie.data.atari import atari_games
-
-        print("\n".join(atari_games()))
-        return 0
-    if args.out is None:
-        raise UserError("give the dataset folder with --out DIR")
-    if args.steps_per_episode < 1 or args.action_repeat < 1:
-        raise UserError("--steps-per-episode and --action-repeat must be >= 1")
-    plan = plan_episodes(args.episodes, args.seeds, args.split)
-    if args.hold_mean < 1:
-        raise UserError(f"--hold-mean must be >= 1 (got {args.hold_mean})")
-    common = dict(
-        steps=args.steps_per_episode,
-        action_repeat=args.action_repeat,
-        seed=args.seed,
-        policy=args.policy,
-        hold_mean=args.hold_mean,
-    )
-    try:
-        if args.game_kind == "coinrun":
-            if args.num_envs < 1:
-                raise UserError("--num-envs must be >= 1")
-            res = record_coinrun(
-                args.out, plan, num_envs=args.num_envs, progress=not args.quiet, **common
-            )
-        else:
-            if not args.game:
-                raise UserError("say which game: --game Pong (list them with --list-games)")
-            if not 8 <= args.size <= 512:
-                raise UserError(f"--size must be in 8..512 (got {args.size})")
-            from genie.data.atari import record_atari
-
-            subset = [a.strip() for a in args.actions.split(",")] if args.actions else None
-            res = record_atari(
-                args.out, args.game, plan, size=args.size, progress=not args.quiet,
-                actions=subset, **common,
-            )  # fmt: skip
-    except KeyboardInterrupt:
-        print(
-            f"the episodes saved in {args.out} are intact; rerun the same command to continue",
-            file=sys.stderr,
-        )
-        raise
-    if res.recorded == 0:
-        print(f"nothing to record: all {res.skipped} episodes are already in {args.out}")
-        return 0
-    note = f"; {res.skipped} were already there" if res.skipped else ""
-    print(
-        f"recorded {res.recorded} episodes ({res.frames:,} frames) into {args.out} in {res.seconds:.1f}s "
-        f"({res.frames_per_s:,.0f} frames/s){note}"
-    )
-    return 0

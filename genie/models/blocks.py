@@ -1,0 +1,402 @@
+"""Building blocks shared by the tokenizer, the latent action model and the dynamics model.
+
+Dimension letters used throughout: B batch, T time (frames), N tokens per frame, D width,
+H heads, K key length, C codebook size.
+
+* `STTransformer`: space-time transformer (Genie §2.1, ST-ViViT). Each block does spatial
+  attention among the N tokens of one frame, then causal temporal attention among the T
+  tokens at the same position, then an MLP. Temporal positions are rotary (relative), so
+  per-frame states cached during play stay valid when the context window slides.
+* `KVCache`: the temporal keys/values of frames already seen, per layer. Spatial attention
+  never looks at other frames, so only temporal attention needs a cache.
+* `VectorQuantizer`: l2-normalised codebook with dead-code restart and usage statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+# ----------------------------------------------------------------------------- rotary
+
+
+def rotary_cos_sin(positions: torch.Tensor, dim: int, base: float = 10_000.0):
+    """cos/sin tables for rotary embeddings. positions: (K,) float -> two (K, dim) tensors."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device).float() / dim))
+    angles = positions.float()[:, None] * inv_freq[None, :]  # (K, dim/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (K, dim)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (..., K, dim); cos/sin: (K, dim). Rotate-half form (GPT-NeoX)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return x * cos + rotated * sin
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the second-to-last axis with torch's SDPA."""
+
+    def __init__(self, dim: int, heads: int, qk_norm: bool = True):
+        super().__init__()
+        assert dim % heads == 0, "width must be divisible by heads"
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+        # qk-norm keeps attention logits bounded: stabler training at higher learning rates
+        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+
+    def project(self, x: torch.Tensor):
+        """x: (B', L, D) -> q, k, v each (B', H, L, Dh)."""
+        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def attend(self, q, k, v, mask=None, is_causal=False) -> torch.Tensor:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        return self.out(rearrange(out, "b h l d -> b l (h d)"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Full (bidirectional) attention. x: (B', L, D)."""
+        q, k, v = self.project(x)
+        return self.attend(q, k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, ratio: float = 4.0):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+@dataclass
+class KVCache:
+    """Temporal keys/values of committed frames, per layer.
+
+    keys[l], values[l]: (B*N, H, K, Dh), rotary already applied at each frame's absolute index.
+    Rotary makes attention depend only on index differences, so dropping the oldest frame
+    (sliding window) leaves the remaining entries valid.
+    """
+
+    max_frames: int  # window: the oldest frames are dropped beyond this many
+    keys: list[torch.Tensor | None] = field(default_factory=list)
+    values: list[torch.Tensor | None] = field(default_factory=list)
+    # absolute frame index of the next committed frame; one per batch row (a tuple) when the
+    # rows are players at different frames stepped together (genie.serve.batcher)
+    next_index: int | tuple[int, ...] = 0
+
+    def __len__(self) -> int:
+        if not self.keys or self.keys[0] is None:
+            return 0
+        return self.keys[0].shape[2]
+
+    def layer(self, i: int):
+        if i >= len(self.keys):
+            return None, None
+        return self.keys[i], self.values[i]
+
+    def store(self, i: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        while len(self.keys) <= i:
+            self.keys.append(None)
+            self.values.append(None)
+        old_k, old_v = self.keys[i], self.values[i]
+        if old_k is not None:
+            k = torch.cat([old_k, k], dim=2)[:, :, -self.max_frames :]
+            v = torch.cat([old_v, v], dim=2)[:, :, -self.max_frames :]
+        self.keys[i], self.values[i] = k, v
+
+    def clone(self) -> KVCache:
+        return KVCache(self.max_frames, list(self.keys), list(self.values), self.next_index)
+
+    def repeat(self, n: int) -> KVCache:
+        """The cached batch tiled n times (B*N rows -> n*B*N; a batch of 1 -> n copies)."""
+        tile = [None if k is None else k.repeat(n, 1, 1, 1) for k in self.keys]
+        vals = [None if v is None else v.repeat(n, 1, 1, 1) for v in self.values]
+        index = self.next_index if isinstance(self.next_index, int) else self.next_index * n
+        return KVCache(self.max_frames, tile, vals, index)
+
+    def advance(self) -> None:
+        i = self.next_index
+        self.next_index = i + 1 if isinstance(i, int) else tuple(j + 1 for j in i)
+
+
+# ----------------------------------------------------------------------------- ST block
+
+
+class STBlock(nn.Module):
+    """Spatial attention (within a frame) -> causal temporal attention (same position) -> MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm_s = nn.LayerNorm(dim)
+        self.spatial = Attention(dim, heads)
+        self.norm_t = nn.LayerNorm(dim)
+        self.temporal = Attention(dim, heads)
+        self.norm_m = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, mlp_ratio)
+
+    def _spatial(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, N, D)
+        b = x.shape[0]
+        h = rearrange(self.norm_s(x), "b t n d -> (b t) n d")
+        return x + rearrange(self.spatial(h), "(b t) n d -> b t n d", b=b)
+
+    def forward(self, x: torch.Tensor, cos, sin, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, T, N, D); cos/sin: (T, Dh); mask: (T, T) bool (True = may attend) or None = causal."""
+        b, _, n, _ = x.shape
+        x = self._spatial(x)
+        h = rearrange(self.norm_t(x), "b t n d -> (b n) t d")
+        q, k, v = self.temporal.project(h)  # (B*N, H, T, Dh)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        att = self.temporal.attend(q, k, v, mask=mask, is_causal=mask is None)
+        x = x + rearrange(att, "(b n) t d -> b t n d", b=b, n=n)
+        return x + self.mlp(self.norm_m(x))
+
+    def step(self, x: torch.Tensor, cos, sin, cache: KVCache, index: int, commit: bool):
+        """One new frame against the cache. x: (B, 1, N, D); cos/sin: (1, Dh) for the new frame."""
+        b, _, n, _ = x.shape
+        x = self._spatial(x)
+        h = rearrange(self.norm_t(x), "b t n d -> (b n) t d")
+        q, k, v = self.temporal.project(h)  # (B*N, H, 1, Dh)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        past_k, past_v = cache.layer(index)
+        if past_k is not None:
+            keys, vals = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        else:
+            keys, vals = k, v
+        att = self.temporal.attend(q, keys, vals)  # the new frame sees all cached frames + itself
+        if commit:
+            cache.store(index, k, v)
+        x = x + rearrange(att, "(b n) t d -> b t n d", b=b, n=n)
+        return x + self.mlp(self.norm_m(x))
+
+
+class STTransformer(nn.Module):
+    """A stack of `STBlock`s with a final LayerNorm. Input and output: (B, T, N, D)."""
+
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.blocks = nn.ModuleList([STBlock(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: (B, T, N, D); positions: (T,) frame indices (default 0..T-1);
+        mask: (T, T) bool temporal mask (True = may attend), default causal."""
+        t = x.shape[1]
+        if positions is None:
+            positions = torch.arange(t, device=x.device)
+        cos, sin = rotary_cos_sin(positions, self.head_dim)
+        for block in self.blocks:
+            x = block(x, cos, sin, mask)
+        return self.norm(x)
+
+    def new_cache(self, max_frames: int) -> KVCache:
+        return KVCache(max_frames=max_frames)
+
+    def step(self, x: torch.Tensor, cache: KVCache, commit: bool) -> torch.Tensor:
+        """Process one new frame x: (B, N, D) given the cached past; returns (B, N, D).
+
+        commit=True appends this frame's keys/values to the cache (it becomes context);
+        commit=False is a look-ahead (e.g. a MaskGIT step on a partly masked frame)."""
+        cos, sin = self._rotary_at(cache.next_index, x.shape[1], x.device)
+        h = x[:, None]  # (B, 1, N, D)
+        for i, block in enumerate(self.blocks):
+            h = block.step(h, cos, sin, cache, i, commit)
+        if commit:
+            cache.advance()
+        return self.norm(h[:, 0])
+
+    def _rotary_at(self, index: int | tuple[int, ...], tokens: int, device):
+        """cos/sin of the new frame: (1, Dh) at one index, or (B*N, 1, 1, Dh) with each row's own
+        index (rows of `tokens` tokens). Each row's table is computed as a batch of one computes
+        it, so a row's numbers do not depend on the rows stepped with it."""
+        if isinstance(index, int):
+            return rotary_cos_sin(torch.tensor([index], device=device), self.head_dim)
+        tables = {
+            i: rotary_cos_sin(torch.tensor([i], device=device), self.head_dim) for i in set(index)
+        }
+        cos = torch.cat([tables[i][0] for i in index]).repeat_interleave(tokens, 0)
+        sin = torch.cat([tables[i][1] for i in index]).repeat_interleave(tokens, 0)
+        return cos[:, None, None], sin[:, None, None]  # (B*N, 1, 1, Dh)
+
+
+# ----------------------------------------------------------------------------- quantizer
+
+
+@dataclass
+class QuantizerOutput:
+    quantized: torch.Tensor  # (..., dim) straight-through quantized vectors
+    ids: torch.Tensor  # (...) code indices
+    loss: torch.Tensor  # commitment + codebook loss (scalar)
+    perplexity: torch.Tensor  # exp(entropy) of code usage in this batch (scalar)
+    usage: torch.Tensor  # fraction of codes used in this batch (scalar)
+
+
+class VectorQuantizer(nn.Module):
+    """VQ with dead-code restart: codes unused for `restart_after` training steps are re-seeded
+    from the batch's encoder outputs (0: never). Both metrics defend against codebook collapse:
+
+    * "cosine": l2-normalised codes and latents (as in ViT-VQGAN); the tokenizer's default;
+    * "euclidean": raw codes and latents, nearest by l2 distance. A latent near the origin
+      (the LAM's "nothing happened") stays a point of its own, which the cosine metric would
+      scatter over random directions. Pair it with `init_kmeans` on the latents of a warmed-up
+      encoder (what the LAM does)."""
+
+    def __init__(
+        self,
+        num_codes: int,
+        dim: int,
+        beta: float = 0.25,
+        restart_after: int = 50,
+        metric: str = "cosine",
+    ):
+        super().__init__()
+        if metric not in ("cosine", "euclidean"):
+            raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+        self.num_codes = num_codes
+        self.dim = dim
+        self.beta = beta
+        self.restart_after = restart_after
+        self.metric = metric
+        self.codebook = nn.Parameter(torch.randn(num_codes, dim))
+        self.register_buffer(
+            "steps_unused", torch.zeros(num_codes, dtype=torch.long), persistent=False
+        )
+
+    def normalized_codebook(self) -> torch.Tensor:
+        """The codes as the lookup uses them: l2-normalised (cosine) or as they are (euclidean)."""
+        return F.normalize(self.codebook, dim=-1) if self.metric == "cosine" else self.codebook
+
+    def prepare(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (..., dim) as the metric compares them (l2-normalised for cosine)."""
+        return F.normalize(z, dim=-1) if self.metric == "cosine" else z
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """(..., dim) prepared latents -> (...) ids of the nearest codes (no restarts, no loss)."""
+        codes = self.normalized_codebook()
+        if self.metric == "cosine":
+            return (z @ codes.t()).argmax(dim=-1)
+        d = (z * z).sum(-1, keepdim=True) - 2 * z @ codes.t() + (codes * codes).sum(-1)
+        return d.argmin(dim=-1)
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (...) -> (..., dim)"""
+        return F.embedding(ids, self.normalized_codebook())
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """z: (..., dim) continuous latents."""
+        shape = z.shape
+        flat = self.prepare(z.reshape(-1, self.dim))  # (M, dim)
+        ids = self.nearest(flat)  # (M,)
+        q = self.normalized_codebook()[ids]
+        loss = F.mse_loss(q, flat.detach()) + self.beta * F.mse_loss(flat, q.detach())
+        q_st = flat + (q - flat).detach()  # straight-through estimator
+        counts = torch.bincount(ids, minlength=self.num_codes).float()
+        probs = counts / counts.sum()
+        perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
+        usage = (counts > 0).float().mean()
+        if self.training and self.restart_after:
+            self._restart_dead(counts, flat.detach())
+        return QuantizerOutput(
+            quantized=q_st.reshape(shape),
+            ids=ids.reshape(shape[:-1]),
+            loss=loss,
+            perplexity=perplexity,
+            usage=usage,
+        )
+
+    @torch.no_grad()
+    def init_kmeans(self, z: torch.Tensor, iters: int = 30, seed: int = 0) -> None:
+        """Set the codes to k-means centres (k-means++ seeding) of latents z (M, dim), e.g. those
+        of an encoder trained for a while without quantisation. Deterministic given z and seed,
+        so processes that pass the same (gathered) latents get the same codebook."""
+        x = self.prepare(z.reshape(-1, self.dim).float())
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        centres = x[torch.randint(0, len(x), (1,), generator=g).to(x.device)]
+        for _ in range(self.num_codes - 1):
+            d = torch.cdist(x, centres).min(dim=1).values.pow(2) + 1e-12
+            pick = torch.multinomial(d.cpu(), 1, generator=g).to(x.device)
+            centres = torch.cat([centres, x[pick]])
+        for _ in range(iters):
+            assign = torch.cdist(x, centres).argmin(dim=1)
+            sums = torch.zeros_like(centres).index_add_(0, assign, x)
+            counts = torch.bincount(assign, minlength=self.num_codes).float()[:, None]
+            centres = torch.where(counts > 0, sums / counts.clamp_min(1), centres)
+        self.codebook.data.copy_(self.prepare(centres))
+        self.steps_unused.zero_()
+
+    @torch.no_grad()
+    def _restart_dead(self, counts: torch.Tensor, flat: torch.Tensor) -> None:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed:  # all processes agree on which codes are dead
+            counts = counts.clone()
+            torch.distributed.all_reduce(counts)
+        self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
+        dead = (self.steps_unused >= self.restart_after).nonzero().squeeze(-1)
+        if dead.numel() == 0:
+            return
+        if distributed:
+            # every process must restart the same codes with the same vectors
+            gathered = [torch.empty_like(flat) for _ in range(torch.distributed.get_world_size())]
+            torch.distributed.all_gather(gathered, flat.contiguous())
+            flat = torch.cat(gathered)
+            g = torch.Generator(device="cpu").manual_seed(int(self.steps_unused.sum().item()))
+            pick = torch.randint(0, flat.shape[0], (dead.numel(),), generator=g).to(flat.device)
+        else:
+            pick = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
+        noise = 0.01 * torch.randn(dead.numel(), self.dim, device=flat.device)
+        self.codebook.data[dead] = flat[pick] + noise
+        self.steps_unused[dead] = 0
+
+
+class NeighbourhoodConv(nn.Sequential):
+    """(B', D, h, w) -> (B', D, h, w): each token mixes its 3x3 neighbourhood of the token grid
+    (depthwise 3x3, then pointwise). Moving content by one patch is then a local operation."""
+
+    def __init__(self, width: int):
+        super().__init__(
+            nn.Conv2d(width, width, 3, padding=1, groups=width),
+            nn.Conv2d(width, width, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # a token grid rearranged from (B, T, N, D) arrives channels-last, and then the 1x1 conv's
+        # rounding depends on the batch size; contiguous, a batch of B players computes exactly
+        # what each computes alone (and batch 1 computes what it always did)
+        return super().forward(x.contiguous())
+
+
+def neighbourhood_conv(width: int) -> NeighbourhoodConv:
+    return NeighbourhoodConv(width)
+
+
+def init_weights(module: nn.Module) -> None:
+    """GPT-style init: normal(0, 0.02) for linear/embedding weights, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)

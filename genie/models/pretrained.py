@@ -1,0 +1,124 @@
+"""Weights on disk the way the ecosystem expects: DIR/config.json + DIR/model.safetensors.
+
+Mix `PretrainedMixin` into an `nn.Module` whose constructor takes one config dataclass
+(`config_class`). Loading rebuilds the module from the config and loads tensors with
+safetensors: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from genie.utils.errors import UserError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+T = TypeVar("T", bound="PretrainedMixin")
+
+
+def config_to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(cls: type, data: dict) -> Any:
+    """Build a config dataclass, ignoring keys it does not know and converting lists to tuples."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            continue
+        if isinstance(value, list) and "tuple" in str(fields[key].type):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def with_legacy_defaults(cls: type, data: dict) -> dict:
+    """A saved config of an older `config_version` (none written: version 1): the fields it does
+    not name take the defaults of its version (`cls.LEGACY_DEFAULTS`), not today's."""
+    legacy = getattr(cls, "LEGACY_DEFAULTS", None)
+    if not legacy:
+        return data
+    version = int(data.get("config_version", 1))
+    out = dict(data, config_version=version)
+    for v in sorted(legacy):  # LEGACY_DEFAULTS[v]: defaults in force up to version v
+        if version <= v:  # the oldest such v (closest to the config's version) wins
+            out = {**legacy[v], **out}
+    return out
+
+
+class PretrainedMixin:
+    config_class: ClassVar[type]
+    model_type: ClassVar[str]  # written into config.json so a wrong folder is caught
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        data = {"model_type": self.model_type, **config_to_dict(self.config)}
+        tmp_cfg = directory / (CONFIG_NAME + ".tmp")
+        tmp_cfg.write_text(json.dumps(data, indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp_w = directory / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp_w), metadata={"model_type": self.model_type})
+        tmp_w.replace(directory / WEIGHTS_NAME)
+        tmp_cfg.replace(directory / CONFIG_NAME)
+        return directory
+
+    @classmethod
+    def load_config(cls, directory: str | Path):
+        directory = Path(directory)
+        path = directory / CONFIG_NAME
+        if not path.is_file():
+            raise UserError(f"{path} not found: is {directory} a saved {cls.model_type}?")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} is not valid JSON ({e})") from None
+        if data.get("model_type") != cls.model_type:
+            raise UserError(
+                f"{directory} holds a '{data.get('model_type')}', expected a '{cls.model_type}'"
+            )
+        return config_from_dict(cls.config_class, with_legacy_defaults(cls.config_class, data))
+
+    @classmethod
+    def from_pretrained(
+        cls: type[T], directory: str | Path, device: str | torch.device = "cpu"
+    ) -> T:
+        directory = Path(directory)
+        config = cls.load_config(directory)
+        weights = directory / WEIGHTS_NAME
+        if not weights.is_file():
+            raise UserError(f"{weights} not found")
+        try:
+            model = cls(config)
+        except (AssertionError, ValueError, TypeError) as e:  # e.g. width not divisible by heads
+            raise UserError(
+                f"{directory / CONFIG_NAME} describes no buildable {cls.model_type} ({e or type(e).__name__}): "
+                "restore the config.json saved with these weights"
+            ) from None
+        try:
+            state = load_file(str(weights), device=str(device))
+        except Exception as e:  # corrupt or truncated file
+            raise UserError(f"{weights} could not be read ({e})") from None
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # tensors of other shapes: config.json was edited or swapped
+            sizes = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+            first = sizes[0].rstrip(".") if sizes else str(e).splitlines()[0]
+            raise UserError(
+                f"{weights} does not match {directory / CONFIG_NAME} ({len(sizes)} tensors "
+                f"differ; {first}): restore the config.json saved with these weights"
+            ) from None
+        if missing or unexpected:
+            raise UserError(
+                f"{weights} does not match its config.json "
+                f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+            )
+        return model.to(device).eval()

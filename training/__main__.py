@@ -1,0 +1,8 @@
+"""`python -m training PART ...` (what `accelerate launch -m training PART ...` runs): the
+arguments of `genie train`, its one-line errors and exit code 2."""
+
+import sys
+
+from training.cli import main
+
+sys.exit(main())
