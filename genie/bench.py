@@ -9,7 +9,10 @@ import importlib
 BENCHES = {
     "data": ("genie.data.bench", "clip-loading and recording throughput"),
     "train": ("training.bench", "training throughput, FLOPs and fraction of CPU peak per part"),
-    "play": ("genie.serve.bench", "step latency / frames per second of a world, and in the browser"),
+    "play": (
+        "genie.serve.bench",
+        "step latency / frames per second of a world, and in the browser",
+    ),
 }
 
 

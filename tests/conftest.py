@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Tests that assert equality (resumed == uninterrupted, batched == alone, the shipped world's
+# frames) are about fp32; the bf16 tests ask for bf16 explicitly (tests/test_precision.py).
+os.environ.setdefault("GENIE_PRECISION", "fp32")
 
 from genie.cli import main
 

@@ -170,6 +170,25 @@ def test_a_tap_is_one_frame_and_a_held_key_streams(world):
     assert taken[0] == 0 and taken[-1] == 3 and s.index == 2 + len(held) + len(frames)
 
 
+def test_a_frame_stepped_before_a_reset_is_never_yielded_after_it(world):
+    """A reset (or undo) while a stream's frame is on its way: the frame is dropped, not drawn
+    over the new start (`Session.generation`)."""
+    import threading
+
+    from genie.serve.sessions import Sessions
+    from genie.world.folder import World
+
+    s = Sessions(World.from_folder(world), seed=0).get("p")
+    done = threading.Event()
+
+    def render(frame):  # the frame in flight: the player resets and lets go meanwhile
+        threading.Thread(target=lambda: (s.reset(s.start), s.release(2), done.set())).start()
+        assert done.wait(5)
+        return frame
+
+    assert list(s.press(1, 1, render=render)) == [] and s.index == 0 and s.streamer is None
+
+
 def test_the_game_clock_plays_noop_until_a_key_overrides_it_or_it_stops(tmp_path, monkeypatch):
     import threading
 

@@ -345,12 +345,9 @@ def test_two_tabs_on_different_worlds_stay_independent(worlds_app, browser):
         ctx_b.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race (docs/PLAY.md, Several worlds): in the full suite a switch made while the "
-    "old world's clock streams can leave the page's first keys to the old world",
-)
 def test_picking_a_world_stops_the_running_clock_of_the_old_one(worlds_app, browser):
+    """The switch race (docs/PLAY.md, Several worlds): no frame of alpha's stream reaches the
+    page after beta's start frame, and beta's clock starts on the first key."""
     demo, _ = worlds_app
     clocked, url = serve(demo.worlds)  # the same loaded worlds, with the game clock
     context, page = open_world(browser, url)
@@ -361,8 +358,8 @@ def test_picking_a_world_stops_the_running_clock_of_the_old_one(worlds_app, brow
         pick_world(page, "beta")
         time.sleep(0.5)
         assert clock_state(page) == "ready"  # alpha's clock stopped; beta waits for a key
-        # (under load a frame alpha's stream had in flight may still land after the switch's
-        # start frame; the page puts the newest start back, docs/PLAY.md)
+        wait_width(page, 48, timeout=2_000)  # beta's start frame stays, not alpha's last one
+        assert frame_index(page) == 0
         page.keyboard.press("ArrowRight")
         wait_width(page, 48)  # beta's frames
         wait_frame(page, 3)  # beta's clock: noop plays with no key held

@@ -151,7 +151,9 @@ def test_learns_where_the_action_moves_the_sprite_and_keeps_it_sharp():
         hits.append((sprite_cells(pred) == cells[:, k + 1]).float().mean().item())
         norms.append(pred.norm(dim=-1).mean().item())
     sharpness = norms[-1] / 1.0  # the data's latents are unit vectors
-    print(f"32-frame rollout: sprite placed {np.mean(hits[-8:]):.2f} (last 8), sharpness {sharpness:.2f}")
+    print(
+        f"32-frame rollout: sprite placed {np.mean(hits[-8:]):.2f} (last 8), sharpness {sharpness:.2f}"
+    )
     # chance is 1/36; measured 0.66-1.0 over the last 8 frames (float rounding of 1 vs 2
     # threads changes the training run), 1.0 in the first frames
     assert np.mean(hits[:8]) >= 0.9 and np.mean(hits[-8:]) >= 0.5, hits

@@ -82,9 +82,10 @@ def test_eval_writes_every_metric_and_a_report(tmp_path):
     )
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
-    for key in ("psnr", "ssim", "codebook_usage"):
+    for key in ("psnr", "ssim", "codebook_usage", "sharpness"):
         assert math.isfinite(m["tokenizer"][key])
-    assert 0 < m["tokenizer"]["codebook_usage"] <= 1
+    assert 0 < m["tokenizer"]["codebook_usage"] <= 1 and m["tokenizer"]["sharpness"] > 0
+    assert m["tokenizer"]["kind"] == "tokenizer" and m["tokenizer"]["representation"] == "ids"
     assert 0 <= m["lam"]["action_accuracy"] <= 1 and math.isfinite(m["lam"]["psnr"])
     # latent actions are scored on every episode's transitions, not only the 3 rollout clips
     assert m["lam"]["action_transitions"] > 3 * 17
@@ -171,3 +172,21 @@ def test_eval_measures_the_frames_the_engine_plays(tmp_path, monkeypatch):
             np.testing.assert_array_equal(one.rollout(actions[i, 1:17]), out.frames[i])
             one.reset(frames[i, :2], seed=seed, actions=actions[i, :1])
             np.testing.assert_array_equal(one.rollout(random_actions[i]), out.random[i])
+
+
+def test_eval_reports_the_reconstruction_of_a_frame_autoencoder_world(tmp_path):
+    """Any world is checked the same way: a diffusion world drawn by a frame autoencoder gets its
+    reconstruction PSNR / SSIM / sharpness under "tokenizer" (no codebook: continuous latents)."""
+    from worlds import make_tiny_autoencoder_world
+
+    world = make_tiny_autoencoder_world(tmp_path / "world")
+    data = write_test_split(tmp_path / "data", episodes=2)
+    out = tmp_path / "eval"
+    argv = ["eval", "--world", world, "--data", data, "--out", out, "--episodes", "2",
+            "--context", "2", "--batch-size", "2"]  # fmt: skip
+    assert main([str(a) for a in argv]) == 0
+    tok = json.loads((out / "metrics.json").read_text())["tokenizer"]
+    assert tok["kind"] == "frame-autoencoder" and tok["representation"] == "latents"
+    assert "codebook_usage" not in tok
+    assert all(math.isfinite(tok[k]) for k in ("psnr", "ssim", "sharpness"))
+    assert "frame-autoencoder | reconstruction PSNR" in (out / "report.md").read_text()

@@ -97,6 +97,27 @@ def test_the_game_against_itself_agrees_and_a_mirrored_world_does_not():
     assert mirrored["mean"]["all"]["motion_agreement"] < 0.3
 
 
+def test_window_metrics_count_how_far_not_only_which_way():
+    """Against the game itself: every window agrees and the distance ratio is 1. A world that
+    moves half as far agrees on direction from the start (the old metric), yet its distance
+    ratio is 0.5; a world that moves for the first 4 frames and then stops loses the later
+    windows."""
+    from genie.eval.playtest import score
+
+    game = np.stack([np.roll(np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (64, 1, 3)),
+                             2 * t, axis=1) for t in range(17)])[None]  # fmt: skip
+    half = np.stack([np.roll(game[0, 0], t, axis=1) for t in range(17)])[None]
+    stops = np.concatenate([game[:, :5], np.repeat(game[:, 4:5], 12, 1)], 1)
+    same = score(game, game, [16])["all"]
+    assert same["window_agreement"] == 1.0 and same["scroll_distance_ratio"] == pytest.approx(1.0)
+    slow = score(game, half, [16])["all"]
+    assert slow["motion_agreement"] == 1.0  # direction from the start: looks perfect
+    assert slow["scroll_distance_ratio"] == pytest.approx(0.5, abs=0.1)
+    stopped = score(game, stops, [16])["all"]
+    assert stopped["window_agreement"] <= 0.3 and stopped["scroll_distance_ratio"] < 0.35
+    assert score(game, game, [1])["1"]["window_agreement"] is None  # no whole window yet
+
+
 def test_a_blurred_world_scores_sharpness_below_one():
     m = play(world_from_game(blur=True), ["hold-right", "stand-still"])
     for h in ("1", "16", "all"):

@@ -2,8 +2,10 @@
 would see alone, whatever their start, seed or frame count; a bad request fails alone; and a
 `genie play` server gives its memory back after players leave, round after round."""
 
+import json
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -143,6 +145,48 @@ def test_server_memory_comes_back_after_each_round_of_players(tmp_path):
     assert min(peaks) > idle + 40  # the players did hold memory
     assert max(after) < idle + 30
     assert after[1] < after[0] + 10
+
+
+def raw_call(url: str, name: str, data: list) -> str:
+    """An HTTP call of an endpoint as curl makes it: no session hash, so Gradio makes the call
+    a session of its own (named after its event id). Returns the answer's event stream."""
+    body = json.dumps({"data": data}).encode()
+    req = urllib.request.Request(
+        f"{url}gradio_api/call/{name}", body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req) as r:
+        event = json.load(r)["event_id"]
+    with urllib.request.urlopen(f"{url}gradio_api/call/{name}/{event}") as r:
+        return r.read().decode()
+
+
+def test_raw_calls_without_a_session_free_their_seat_when_they_end(world):
+    """The drill: 200 raw calls in a loop on a server of 2 seats while an API client plays in
+    one. Each call is answered and frees its seat as it ends: afterwards only the client's seat
+    is taken and the client plays on. (Before, each call kept its seat until evicted 2 minutes
+    later: the second call waited 5 s for a seat, then was told "too many players".)"""
+    from gradio_client import Client
+
+    from genie.serve import app as playground
+    from genie.serve.browser import free_port
+
+    demo = playground.build_demo(world, max_players=2)
+    url = playground.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
+    player = Client(url, verbose=False)
+    try:
+        player.predict(None, api_name="/reset")
+        calls = [("step", ["right"]), ("reset", [None]), ("undo", [])]
+        t = time.monotonic()
+        for i in range(200):
+            answer = raw_call(url, *calls[i % len(calls)])
+            assert "event: complete" in answer, answer[-500:]
+        print(f"200 raw calls in {time.monotonic() - t:.1f} s")
+        assert list(demo.sessions._by_id) == [player.session_hash]
+        _, info = player.predict("left", api_name="/step")
+        assert info["frame"] == 1  # the client's world is its own still
+    finally:
+        player.close()
+        demo.close()
 
 
 def test_bench_play_players_reports_each_count(world, genie_cli):

@@ -403,10 +403,29 @@ def test_cli_exit_code_from_a_real_process(tmp_path):
 
 
 def test_bench_train_reports_throughput_and_flops(capsys):
-    assert genie("bench", "train", "--preset", "tiny", "--steps", 1, "--warmup", 0, "--json") == 0
+    argv = ["bench", "train", "--preset", "tiny", "--steps", 1, "--warmup", 0, "--json",
+            "--parts", "tokenizer", "lam", "dynamics", "--precision", "fp32"]  # fmt: skip
+    assert genie(*argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["fp32_peak_gflop_per_s"] > 0
     assert [r["part"] for r in result["parts"]] == ["tokenizer", "lam", "dynamics"]
     for r in result["parts"]:
         assert r["frames_per_s"] > 0 and r["gflop_per_step"] > 0 and 0 < r["fraction_of_peak"] < 2
     assert result["parts"][2]["tokens_per_s"] > result["parts"][2]["frames_per_s"]
+
+
+def test_bench_train_puts_bf16_beside_fp32_where_it_is_fast(capsys):
+    from genie.utils.precision import bf16_is_fast
+
+    if not bf16_is_fast("cpu")[0]:
+        pytest.skip("bf16 is not fast on this CPU: the bench measures fp32 only (and says so)")
+    argv = ["bench", "train", "--preset", "tiny", "--steps", 1, "--warmup", 0, "--json",
+            "--parts", "autoencoder", "diffusion"]  # fmt: skip
+    assert genie(*argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = [(r["part"], r["precision"]) for r in result["parts"]]
+    assert rows == [(p, q) for p in ("autoencoder", "diffusion") for q in ("fp32", "bf16")]
+    assert result["bf16_peak_gflop_per_s"] > 0 and set(result["bf16_speedup"]) == {
+        "autoencoder",
+        "diffusion",
+    }

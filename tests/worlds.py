@@ -168,3 +168,42 @@ def make_two_worlds(folder: str | Path) -> Path:
     )
     set_action_labels(beta, COINRUN_DISTINCT)
     return folder
+
+
+def make_tiny_autoencoder_world(
+    path: str | Path, num_actions: int = 5, seed: int = 0, context_frames: int = 4
+) -> Path:
+    """A random-init diffusion world drawn by a frame autoencoder (32x32 frames, a 16x16x4
+    latent grid played as 8x8 tokens of 16 values); returns the folder."""
+    from genie.models.autoencoder import AutoencoderConfig, FrameAutoencoder
+    from genie.models.diffusion import DiffusionConfig, DiffusionDynamics
+
+    path = Path(path)
+    torch.manual_seed(seed)
+    ae_cfg = AutoencoderConfig(
+        frame_size=32, widths=(16, 32), latent_channels=4, norm_groups=8, mid_attention=False
+    )
+    ae = FrameAutoencoder(ae_cfg).eval()
+    fixed = DiffusionDynamics.fixed_config(ae, num_actions)
+    dyn_cfg = DiffusionConfig(
+        **{**fixed, "grid": tuple(fixed["grid"])},
+        width=64,
+        depth=2,
+        heads=4,
+        max_frames=context_frames + 1,
+    )
+    dynamics = DiffusionDynamics(dyn_cfg).eval()
+    export_part(path, "tokenizer", ae, {"note": "random init (tests/worlds.py)"})
+    labels = LABELS[:num_actions]
+    info = {
+        "note": "random init (tests/worlds.py)",
+        "action_source": "true",
+        "action_labels": labels,
+    }
+    export_part(path, "dynamics", dynamics, info)
+    set_action_labels(path, labels)
+    examples = path / "examples"
+    examples.mkdir(exist_ok=True)
+    for i, img in enumerate(example_images(32, seed)):
+        Image.fromarray(img).save(examples / f"start_{i}.png")
+    return path

@@ -6,9 +6,11 @@ like the preset's batches (a dynamics gets them as its `make_batch` makes them, 
 random tokenizer of the preset's size). Reports
 frames/s (tokens/s for the dynamics), the model FLOPs of one step (forward + backward,
 counted by torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions, attention; no
-elementwise ops), the GFLOP/s that makes, and its fraction of this machine's fp32 peak,
-measured here with large matmuls on all threads. Data loading and, for the dynamics, the
-tokenizer/LAM passes that make its batch are not included.
+elementwise ops), the GFLOP/s that makes, and its fraction of this machine's matmul peak in
+the same precision, measured here with large matmuls on all threads. Each part is measured in
+fp32 and, where this machine runs bf16 fast (`genie.utils.precision`), under bf16 autocast
+(attention, norms and losses in fp32, as training runs it), with the speed-up beside it. Data
+loading and, for the dynamics, the tokenizer/LAM passes that make its batch are not included.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import statistics
 import time
 
-from genie.models.registry import KINDS, SLOTS
+from genie.models.registry import KINDS
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -32,25 +34,17 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "--parts",
         nargs="+",
         choices=list(KINDS),
-        default=list(SLOTS),
-        help="part kinds to measure (default: tokenizer lam dynamics; diffusion: the diffusion "
-        "dynamics)",
+        default=list(KINDS),
+        help="part kinds to measure (default: all of them: tokenizer, autoencoder, lam, dynamics "
+        "= MaskGIT, diffusion)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("both", "fp32", "bf16"),
+        default="both",
+        help="both (default): fp32 and, where this machine runs it fast, bf16 side by side",
     )
     p.add_argument("--json", action="store_true", help="print JSON only")
-
-
-def measure_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 GFLOP/s of an n x n matmul on all of torch's threads."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm up
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
 
 
 def build(part: str, preset_name: str):
@@ -88,15 +82,20 @@ def build(part: str, preset_name: str):
     return model, batch, cfg
 
 
-def measure(part: str, preset_name: str, steps: int, warmup: int, peak: float) -> dict:
+def measure(
+    part: str, preset_name: str, steps: int, warmup: int, peak: float, precision: str = "fp32"
+) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+
+    from genie.utils.precision import autocast
 
     model, batch, cfg = build(part, preset_name)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def step() -> None:
-        loss, _ = model.compute_loss(batch)
+        with autocast(precision):
+            loss, _ = model.compute_loss(batch)
         loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -119,6 +118,7 @@ def measure(part: str, preset_name: str, steps: int, warmup: int, peak: float) -
     b, t_ = batch["frames"].shape[:2]
     row = {
         "part": part,
+        "precision": precision,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "batch": f"{b}x{t_}",
         "s_per_step": sec,
@@ -136,46 +136,53 @@ def run(args) -> int:
     import torch
 
     from genie.utils.errors import UserError
+    from genie.utils.precision import bf16_is_fast, matmul_peak_gflops
     from training import presets
 
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
     presets.load(args.preset, args.parts[0])  # unknown preset -> one-line error before any work
     load = os.getloadavg()[0]  # other processes skew the numbers; reported beside them
-    peak = measure_peak_gflops()
-    rows = [measure(part, args.preset, args.steps, args.warmup, peak) for part in args.parts]
+    fast, why = bf16_is_fast("cpu")
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
+    if args.precision == "both" and not fast:
+        precisions = ["fp32"]  # bf16 would be ~100x slower here: not worth minutes of waiting
+    peaks = {"fp32": matmul_peak_gflops()}
+    if "bf16" in precisions:
+        peaks["bf16"] = matmul_peak_gflops(dtype=torch.bfloat16)
+    rows = [
+        measure(part, args.preset, args.steps, args.warmup, peaks[p], p)
+        for part in args.parts
+        for p in precisions
+    ]
     result = {
         "preset": args.preset,
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "load_avg_1m_at_start": load,
-        "fp32_peak_gflop_per_s": peak,
+        "fp32_peak_gflop_per_s": peaks["fp32"],
+        "bf16_peak_gflop_per_s": peaks.get("bf16"),
+        "bf16": why,
         "steps": args.steps,
         "parts": rows,
+        "bf16_speedup": _speedups(rows),
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     threads = torch.get_num_threads()
-    print(
-        f"preset {args.preset}, {threads} threads, fp32 matmul peak {peak:.0f} GFLOP/s, load {load:.1f}"
-    )
+    peak_text = ", ".join(f"{p} matmul peak {v:.0f} GFLOP/s" for p, v in peaks.items())
+    print(f"preset {args.preset}, {threads} threads, {peak_text}, load {load:.1f}")
+    print(f"bf16: {why}" + ("" if "bf16" in precisions else " (measured in fp32 only)"))
     if load > 0.5 * (os.cpu_count() or 1):
         print("warning: other processes are loading the CPU: these numbers are low")
-    cols = (
-        "part",
-        "params",
-        "batch",
-        "s/step",
-        "frames/s",
-        "tokens/s",
-        "GFLOP/step",
-        "GFLOP/s",
-        "of peak",
-    )
-    print(f"{cols[0]:<10}" + "".join(f"{c:>11}" for c in cols[1:]))
+    cols = ("part", "precision", "params", "batch", "s/step", "frames/s", "tokens/s",
+            "GFLOP/step", "GFLOP/s", "of peak", "bf16 x")  # fmt: skip
+    print(f"{cols[0]:<12}" + "".join(f"{c:>11}" for c in cols[1:]))
+    speed = result["bf16_speedup"]
     for r in rows:
         cells = [
+            r["precision"],
             f"{r['params_m']:.2f}M",
             r["batch"],
             f"{r['s_per_step']:.3f}",
@@ -184,7 +191,18 @@ def run(args) -> int:
             f"{r['gflop_per_step']:.2f}",
             f"{r['gflop_per_s']:.1f}",
             f"{r['fraction_of_peak']:.0%}",
+            f"{speed[r['part']]:.2f}" if r["precision"] == "bf16" and r["part"] in speed else "",
         ]
-        print(f"{r['part']:<10}" + "".join(f"{c:>11}" for c in cells))
+        print(f"{r['part']:<12}" + "".join(f"{c:>11}" for c in cells))
     print(json.dumps(result))
     return 0
+
+
+def _speedups(rows: list[dict]) -> dict[str, float]:
+    """part -> bf16 frames/s / fp32 frames/s, for the parts measured in both."""
+    by = {(r["part"], r["precision"]): r["frames_per_s"] for r in rows}
+    return {
+        part: by[(part, "bf16")] / by[(part, "fp32")]
+        for part, p in by
+        if p == "fp32" and (part, "bf16") in by
+    }

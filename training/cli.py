@@ -47,11 +47,14 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="override the preset's EMA decay of the exported weights (short fine-tunes "
                    "want a shorter average, e.g. 0.99)")  # fmt: skip
     p.add_argument(
-        "--mixed-precision",
-        choices=("no", "fp16", "bf16"),
-        default="no",
-        help="fp16/bf16 autocast on a GPU; keep 'no' (fp32) on a CPU (default: no)",
+        "--precision",
+        choices=("auto", "bf16", "fp32", "fp16"),
+        default=None,
+        help="auto (default; GENIE_PRECISION overrides): bf16 where this CPU or GPU runs it "
+        "faster than fp32 (CPU flags + a sub-second matmul probe), else fp32. Attention, norms "
+        "and losses stay fp32 on a CPU. fp16: GPUs only",
     )
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help=argparse.SUPPRESS)
     p.add_argument(
         "--action-source",
         choices=("lam", "true"),

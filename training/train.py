@@ -45,7 +45,7 @@ from training.settings import Settings, resolve_settings
 def train(args) -> int:
     s = resolve_settings(args)
     cfg, run_dir = s.train, s.run_dir
-    accelerator = make_accelerator(args.mixed_precision)
+    accelerator = make_accelerator(requested_precision(args))
     device, main, say = accelerator.device, accelerator.is_main_process, accelerator.print
     train_ds, val_ds = load_data(s, say)
     part = make_part(s.kind, s.world, train_ds, s.action_source, s.backend).to(device)
@@ -182,19 +182,35 @@ def train(args) -> int:
 # ---------------------------------------------------------------------- setup
 
 
-def make_accelerator(mixed_precision: str) -> Accelerator:
-    if mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise UserError(
-            "--mixed-precision fp16 needs a GPU; on a CPU train in fp32 (--mixed-precision no)"
-        )
+def requested_precision(args) -> str:
+    """--precision, or the old --mixed-precision spelling (no = fp32), or GENIE_PRECISION."""
+    from genie.utils.precision import default_precision
+
+    legacy = getattr(args, "mixed_precision", None)
+    if getattr(args, "precision", None):
+        return args.precision
+    if legacy:
+        return "fp32" if legacy == "no" else legacy
+    return default_precision()
+
+
+def make_accelerator(precision: str) -> Accelerator:
+    """An Accelerator whose mixed precision is `precision` resolved on this machine (auto: bf16
+    where it measured faster than fp32); says which, and why, in the run's log."""
+    from genie.utils.precision import resolve_precision
+
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if precision == "fp16":
+        if device_type == "cpu":
+            raise UserError("--precision fp16 needs a GPU; on a CPU use auto, bf16 or fp32")
+        chosen, why = "fp16", "precision fp16 (asked for)"
+    else:
+        chosen, why = resolve_precision(precision, device_type)
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),  # also what makes torchrun's processes use gloo on a CPU
-        mixed_precision=mixed_precision,
+        cpu=device_type == "cpu",  # also what makes torchrun's processes use gloo on a CPU
+        mixed_precision="no" if chosen == "fp32" else chosen,
     )
-    if mixed_precision == "bf16" and accelerator.device.type == "cpu":
-        accelerator.print(
-            "note: bf16 on a CPU is far slower than fp32 on most CPUs (docs/DESIGN.md)"
-        )
+    accelerator.print(why)
     return accelerator
 
 

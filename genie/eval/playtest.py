@@ -42,6 +42,8 @@ from genie.utils.metrics import (
 
 HORIZONS = (1, 4, 8, 16, 32, 64)
 MOVE_PX = 2  # the game "moves" on an axis when its scroll there is at least this many pixels
+WINDOW = 4  # frames per window of the per-window motion metrics
+MIN_DISTANCE_PX = 8  # a level counts in the distance ratio when the game moved this far
 REANCHOR_PX = 8  # scroll tracking: compare with a newer frame once content moved this far
 HOLD_MEAN = 8.0  # sticky-random: mean frames an action is held
 SCRIPTS = {
@@ -189,6 +191,38 @@ def _motion(game: torch.Tensor, world: torch.Tensor) -> dict[str, float | int | 
     }
 
 
+def _window_motion(sg: torch.Tensor, sw: torch.Tensor, end: int) -> dict[str, float | int | None]:
+    """How far and which way the world moves compared with the game, per WINDOW-frame window
+    ending at frame <= `end`. sg, sw: (L, K+1, 2) positions (dy, dx) against frame 0.
+
+    window_agreement: where the game moved >= MOVE_PX on an axis within a window, the share of
+    those (window, axis) pairs where the world moved the same way (direction counted from the
+    start alone hides a world that moves a little and stops). scroll_distance_ratio: per level,
+    the world's motion along the game's direction over the game's distance, summed over the
+    moving windows (1.0 = exactly as far; 0.35 = a third as far; < 0 = the wrong way); the
+    median over levels where the game moved >= MIN_DISTANCE_PX."""
+    none = {"window_agreement": None, "window_moving": 0, "scroll_distance_ratio": None}
+    last = min(end, sg.shape[1] - 1)
+    if last < WINDOW:
+        return none
+    idx = torch.arange(WINDOW, last + 1, WINDOW)
+    dg = sg[:, idx] - sg[:, idx - WINDOW]  # (L, W, 2)
+    dw = sw[:, idx] - sw[:, idx - WINDOW]
+    moving = dg.abs() >= MOVE_PX
+    if not moving.any():
+        return none
+    agree = (torch.sign(dw) == torch.sign(dg))[moving].float().mean().item()
+    along = (dw * torch.sign(dg) * moving).sum((1, 2))  # (L,) px the world moved the game's way
+    distance = (dg.abs() * moving).sum((1, 2))  # (L,) px the game moved
+    keep = distance >= MIN_DISTANCE_PX
+    ratio = (along[keep] / distance[keep]).median().item() if keep.any() else None
+    return {
+        "window_agreement": agree,
+        "window_moving": int(moving.sum()),
+        "scroll_distance_ratio": ratio,
+    }
+
+
 def score(
     game: np.ndarray, world: np.ndarray, horizons: list[int], track: tuple | None = None
 ) -> dict:
@@ -218,6 +252,7 @@ def score(
         row = {k: v[:, t].mean().item() for k, v in per.items()}
         row["sharpness"] = (grad_w[:, t].mean() / grad_g[:, t].mean().clamp_min(1e-8)).item()
         row.update(_motion(sg[:, t].reshape(-1, 2), sw[:, t].reshape(-1, 2)))
+        row.update(_window_motion(sg, sw, g.shape[1] - 1 if h == "all" else h))
         out[str(h)] = row
     return out
 
@@ -230,7 +265,7 @@ def mean_over_scripts(results: dict[str, dict]) -> dict:
         out[h] = {}
         for k in row:
             vals = [r[h][k] for r in results.values() if r[h][k] is not None]
-            if k == "motion_moving":
+            if k in ("motion_moving", "window_moving"):
                 out[h][k] = int(sum(vals))
             else:
                 out[h][k] = float(np.mean(vals)) if vals else None

@@ -173,7 +173,7 @@ def run(args) -> int:
     from genie.data import ClipDataset, collate_clips
     from genie.utils.errors import UserError
     from genie.utils.images import to_float
-    from genie.utils.metrics import action_accuracy, psnr, ssim
+    from genie.utils.metrics import action_accuracy, gradient_magnitude, psnr, ssim
     from genie.world.engine import WorldEngine
     from genie.world.folder import World, read_meta, set_action_labels
 
@@ -217,6 +217,7 @@ def run(args) -> int:
             "tok_psnr",
             "tok_ssim",
             "tok_ids",
+            "tok_sharp",
             "lam_psnr",
             "dyn_psnr",
             "dyn_ssim",
@@ -234,12 +235,20 @@ def run(args) -> int:
         batch = collate_clips([ds[i] for i in idx])
         frames = batch["frames"]  # (B, T, H, W, 3) uint8
         truth = to_float(frames)
-        with torch.no_grad():
-            ids = tok.encode(frames)
-            recon = tok.decode(ids)
+        with torch.no_grad():  # what the world draws with: its codes, or its continuous latents
+            if engine.representation == "ids":
+                ids = tok.encode(frames)
+                recon = tok.decode(ids)
+                acc["tok_ids"].append(ids.flatten())
+            else:
+                recon = tok.decode_latents(tok.encode_latents(frames))
             acc["tok_psnr"].append(psnr(recon, truth).flatten())
             acc["tok_ssim"].append(ssim(recon, truth).flatten())
-            acc["tok_ids"].append(ids.flatten())
+            acc["tok_sharp"].append(
+                torch.stack(
+                    [gradient_magnitude(recon).flatten(), gradient_magnitude(truth).flatten()]
+                )
+            )
             if lam is None:
                 latent = distinct[batch["actions"][:, :-1]]  # (B, T-1) the recorded actions
             else:
@@ -270,14 +279,23 @@ def run(args) -> int:
         if start == 0:
             examples = (frames[:4].numpy(), played.frames[:4], played.random[:4], c)
 
-    cat = {k: torch.cat(v) if v else None for k, v in acc.items()}
-    used = torch.unique(cat["tok_ids"]).numel() / tok.num_codes
+    cat = {
+        k: torch.cat(v, dim=-1 if k == "tok_sharp" else 0) if v else None for k, v in acc.items()
+    }
+    sharp = cat["tok_sharp"].mean(1)  # (2,) mean gradient: reconstruction, real
     dyn_psnr, copy_psnr = cat["dyn_psnr"], cat["copy_psnr"]  # (E, 16)
     metrics = {
-        "tokenizer": {
+        "tokenizer": {  # frames encoded and decoded, no dynamics: what the world can draw
+            "kind": type(tok).model_type,
+            "representation": engine.representation,
             "psnr": cat["tok_psnr"].mean().item(),
             "ssim": cat["tok_ssim"].mean().item(),
-            "codebook_usage": used,
+            "sharpness": (sharp[0] / sharp[1].clamp_min(1e-8)).item(),  # reconstruction / real
+            **(
+                {"codebook_usage": torch.unique(cat["tok_ids"]).numel() / tok.num_codes}
+                if cat["tok_ids"] is not None
+                else {}
+            ),
         },
         "lam": (
             {"psnr": cat["lam_psnr"].mean().item(), "num_actions": lam.num_actions}
@@ -342,7 +360,12 @@ def run(args) -> int:
 
     write_report(out, metrics, examples)
     d = metrics["dynamics"]
-    print(f"tokenizer PSNR {metrics['tokenizer']['psnr']:.2f} dB, codebook usage {used:.0%}")
+    tok_m = metrics["tokenizer"]
+    usage = f", codebook usage {tok_m['codebook_usage']:.0%}" if "codebook_usage" in tok_m else ""
+    print(
+        f"{tok_m['kind']} reconstruction PSNR {tok_m['psnr']:.2f} dB, SSIM {tok_m['ssim']:.3f}, "
+        f"sharpness {tok_m['sharpness']:.2f}{usage}"
+    )
     print(
         "dynamics PSNR  "
         + "  ".join(

@@ -11,7 +11,7 @@ import numpy as np
 from einops import rearrange
 from PIL import Image, ImageDraw
 
-from genie.eval.playtest import MOVE_PX, REANCHOR_PX, SCRIPTS
+from genie.eval.playtest import MOVE_PX, REANCHOR_PX, SCRIPTS, WINDOW
 from genie.utils.images import grid
 from genie.utils.video import write_video
 
@@ -50,6 +50,7 @@ def write_protocol_report(out: Path, metrics: dict, examples) -> None:
             write_video(out / name, grid(row[:, None]), fps=6, scale=3)  # side by side
             gifs.append(name)
 
+    tok = metrics["tokenizer"]
     lines = [
         "# World evaluation",
         "",
@@ -59,8 +60,11 @@ def write_protocol_report(out: Path, metrics: dict, examples) -> None:
         "",
         "| part | metric | value |",
         "|---|---|---|",
-        f"| tokenizer | PSNR / SSIM | {metrics['tokenizer']['psnr']:.2f} dB / {metrics['tokenizer']['ssim']:.3f} |",
-        f"| tokenizer | codebook usage | {metrics['tokenizer']['codebook_usage']:.1%} |",
+        f"| {tok['kind']} | reconstruction PSNR / SSIM | {tok['psnr']:.2f} dB / {tok['ssim']:.3f} |",
+        f"| {tok['kind']} | reconstruction sharpness (mean gradient, reconstruction / real) | {tok['sharpness']:.2f} |",
+        f"| {tok['kind']} | codebook usage | {tok['codebook_usage']:.1%} |"
+        if "codebook_usage" in tok
+        else f"| {tok['kind']} | latents | continuous ({tok['representation']}) |",
         f"| LAM | next-frame PSNR | {metrics['lam']['psnr']:.2f} dB |"
         if "psnr" in metrics["lam"]
         else f"| LAM | none | {metrics['lam'].get('absent', '')} |",
@@ -98,10 +102,6 @@ def write_protocol_report(out: Path, metrics: dict, examples) -> None:
 
 
 # ---------------------------------------------------------------------- genie playtest
-
-
-
-
 
 
 SHOW_LEVELS = 3  # levels shown in each strip and GIF
@@ -152,6 +152,8 @@ ROWS = [  # (metrics key, row name, format)
     ("motion_agreement", f"motion direction agreement (game moved >= {MOVE_PX} px)", ".0%"),
     ("motion_moving", "... axes x frames where the game moved", "d"),
     ("motion_error_px", "motion error (px, mean abs.)", ".1f"),
+    ("window_agreement", f"direction agreement per {WINDOW}-frame window, up to t", ".0%"),
+    ("scroll_distance_ratio", "distance moved, world / game, up to t (1 = exact; median)", ".2f"),
 ]
 
 
@@ -168,7 +170,9 @@ def table(by_h: dict, horizons: list[int]) -> list[str]:
     return lines
 
 
-def write_playtest_report(out: Path, metrics: dict, frames: dict[str, dict[str, np.ndarray]]) -> None:
+def write_playtest_report(
+    out: Path, metrics: dict, frames: dict[str, dict[str, np.ndarray]]
+) -> None:
     """report.md, strip_<script>.png and play_<script>.gif into `out`."""
     horizons, levels = metrics["horizons"], metrics["levels"]
     columns = [0, *horizons]

@@ -109,8 +109,12 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)
 
 
+@dataclass(frozen=True)
 class NoCache:
     """The decoder is per frame: play's decode cache holds nothing (same calls as the VQ's)."""
+
+    def __len__(self) -> int:
+        return 0
 
     def clone(self) -> NoCache:
         return self

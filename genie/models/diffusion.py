@@ -143,11 +143,15 @@ class DiffusionDynamics(nn.Module, PretrainedMixin):
     @staticmethod
     def fixed_config(tokenizer, num_actions: int) -> dict:
         """Config fields the world's frozen parts decide."""
-        return {
+        fixed = {
             "latent_dim": tokenizer.config.code_dim,
             "grid": list(tokenizer.grid),
             "num_actions": num_actions,
         }
+        hint = getattr(tokenizer, "latent_scale_hint", None)  # a frame autoencoder's latent std
+        if hint:  # scaled so the latents' std is sigma_data, as EDM assumes
+            fixed["latent_scale"] = DiffusionConfig.sigma_data / hint
+        return fixed
 
     def tokenizer_mismatch(self, tokenizer) -> str | None:
         c = self.config
@@ -212,7 +216,7 @@ class DiffusionDynamics(nn.Module, PretrainedMixin):
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """EDM output: x (..., N, E) noisy, sigma (...), transformer output h (..., 1+N, D)."""
         s = sigma[..., None, None]
-        return self.scheduler.precondition_outputs(x, self.out(h[..., 1:, :]), s)
+        return self.scheduler.precondition_outputs(x, self.out(h[..., 1:, :]).float(), s)
 
     # ------------------------------------------------------------------ training
 

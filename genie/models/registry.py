@@ -49,13 +49,24 @@ class PartKind:
 KINDS = {
     k.name: k
     for k in (
-        PartKind("tokenizer", "tokenizer", "genie.models.tokenizer", "VideoTokenizer", "TokenizerConfig"),
         PartKind(
-            "autoencoder", "tokenizer", "genie.models.autoencoder", "FrameAutoencoder", "AutoencoderConfig"
+            "tokenizer", "tokenizer", "genie.models.tokenizer", "VideoTokenizer", "TokenizerConfig"
+        ),
+        PartKind(
+            "autoencoder",
+            "tokenizer",
+            "genie.models.autoencoder",
+            "FrameAutoencoder",
+            "AutoencoderConfig",
         ),
         PartKind("lam", "lam", "genie.models.lam", "LatentActionModel", "LAMConfig"),
         PartKind(
-            "dynamics", "dynamics", "genie.models.dynamics", "DynamicsModel", "DynamicsConfig", "maskgit"
+            "dynamics",
+            "dynamics",
+            "genie.models.dynamics",
+            "DynamicsModel",
+            "DynamicsConfig",
+            "maskgit",
         ),
         PartKind(
             "diffusion",

@@ -68,7 +68,9 @@ class TokenizerConfig:
     vq_restart_after: int = 50  # training steps a code may go unused before it is re-seeded
     l1_weight: float = 0.0  # weight of an extra L1 reconstruction term (MSE always on)
     grad_weight: float = 0.0  # weight of an L1 term on image gradients (edges; against blur)
-    latent_noise: float = 0.0  # continuous: std of noise on the latents the decoder sees in training
+    latent_noise: float = (
+        0.0  # continuous: std of noise on the latents the decoder sees in training
+    )
     # decoder input in training: False = the VQ code (for MaskGIT's ids); True = the continuous
     # l2-normalised latent before quantisation (what a diffusion dynamics predicts); ids are
     # computed either way, so a tokenizer trained continuous still serves MaskGIT

@@ -277,6 +277,7 @@ def build_demo(
 
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     _refuse_bad_inputs_in_one_line(demo)
+    _free_the_seat_of_a_call_without_session(demo, sessions)
     demo.sessions, demo.worlds, demo.world = sessions, worlds, worlds.default_world
     return demo
 
@@ -311,6 +312,29 @@ def _refuse_bad_inputs_in_one_line(demo) -> None:
         raise gr.Error(msg, print_exception=False)
 
     demo.preprocess_data = preprocess_data
+
+
+def _free_the_seat_of_a_call_without_session(demo, sessions: Sessions) -> None:
+    """A raw HTTP call that sends no session hash (`POST /gradio_api/call/step` as curl sends
+    it) is a session of its own: Gradio names it after the call's event id. Nothing ever says
+    goodbye for it (no page, no heartbeat), so its seat stayed until evicted 2 minutes later
+    and a script calling in a loop filled the server. Its seat is freed when the call ends."""
+    process = demo.process_api
+
+    async def process_api(*args, **kwargs):
+        sid = kwargs.get("session_hash")
+        one_call = sid is not None and sid == kwargs.get("event_id")
+        try:
+            out = await process(*args, **kwargs)
+        except BaseException:
+            if one_call:
+                sessions.free(sid)
+            raise
+        if one_call and not out.get("is_generating"):  # a stream frees it after its last frame
+            sessions.free(sid)
+        return out
+
+    demo.process_api = process_api
 
 
 def clean_stale_tmp(root: Path | None = None, legacy_age_s: float = 3600) -> list[Path]:

@@ -92,7 +92,7 @@ def batch_key(engine: WorldEngine) -> tuple:
     context windows of equal length (attention over windows of different lengths would need
     padding, which changes the numbers)."""
     dyn, dec = engine._dyn, engine._dec
-    return (id(engine.world), repr(engine.sampling), len(dyn.cache), len(dec))
+    return (id(engine.world), repr(engine.sampling), engine.precision, len(dyn.cache), len(dec))
 
 
 def step_together(engines: list[WorldEngine], actions: list) -> list[np.ndarray]:
@@ -107,7 +107,7 @@ def step_together(engines: list[WorldEngine], actions: list) -> list[np.ndarray]
         raise ValueError("these engines cannot share a batch (see batch_key)")
     ids = np.array([e.action_id(a) for e, a in zip(engines, actions, strict=True)], np.int64)
     first = engines[0]
-    merged = WorldEngine(first.world, max_undo=0, max_frames_kept=1)
+    merged = WorldEngine(first.world, max_undo=0, max_frames_kept=1, precision=first.precision)
     merged.sampling = first.sampling
     # generators are copied: an engine's own one moves only once it takes its row (below),
     # after its undo snapshot has recorded where it was

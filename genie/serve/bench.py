@@ -36,6 +36,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
         type=int,
         help="sampling steps per frame, MaskGIT or diffusion (default: the world's)",
     )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        help="auto (default; GENIE_PRECISION overrides): bf16 autocast where this CPU runs it "
+        "faster than fp32; compare with a second run in the other",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     b = p.add_mutually_exclusive_group()
     b.add_argument(
@@ -112,14 +118,44 @@ def bench_engine(engine, frames: int, warmup: int, seed: int = 0) -> dict:
         engine.step(int(a))
         times.append(1000 * (time.perf_counter() - t))
     total = time.perf_counter() - start
+    flops = step_flops(engine, int(actions[0]))
+    peak = peak_gflops(engine.precision)
+    gflops = flops / 1e9 / (float(np.median(times)) / 1000)
     return {
         "fps": round(frames / total, 1),
         **percentiles(times),
         "mean_ms": round(float(np.mean(times)), 1),
+        "gflop_per_frame": round(flops / 1e9, 3),
+        "gflop_per_s": round(gflops, 1),
+        "peak_gflop_per_s": round(peak, 1),
+        "fraction_of_peak": round(gflops / peak, 3),
     }
 
 
-def bench_browser(world, presses: int, hold_s: float, steps: int | None) -> dict:
+def step_flops(engine, action: int) -> float:
+    """Model FLOPs of one played frame (matmuls, convolutions, attention), counted by
+    torch.utils.flop_counter on a throw-away copy of the engine's state."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    fork = engine._fork([engine.seed])
+    with FlopCounterMode(display=False) as counter:
+        fork.step(action)
+    return float(counter.get_total_flops())
+
+
+def peak_gflops(precision: str) -> float:
+    """This machine's matmul peak (2048^2 products, torch's threads) in the play precision."""
+    import torch
+
+    from genie.utils.precision import matmul_peak_gflops
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    return matmul_peak_gflops(n=1024, dtype=dtype)
+
+
+def bench_browser(
+    world, presses: int, hold_s: float, steps: int | None, precision: str | None = None
+) -> dict:
     """Launch the playground here and drive it from headless Chromium."""
     from playwright.sync_api import sync_playwright
 
@@ -128,7 +164,9 @@ def bench_browser(world, presses: int, hold_s: float, steps: int | None) -> dict
     # no game clock: its frames would arrive between key presses and fake the round trips
     from genie.serve.browser import free_port
 
-    demo = playground.build_demo(world, max_players=2, seed=0, steps=steps, clock=False)
+    demo = playground.build_demo(
+        world, max_players=2, seed=0, steps=steps, clock=False, precision=precision
+    )
     url = playground.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         with sync_playwright() as p:
@@ -212,9 +250,10 @@ def _run(args: argparse.Namespace) -> int:
         return _run_players(args, _player_counts(args.players))
     from genie.world.engine import WorldEngine
 
-    engine = WorldEngine.load(args.world, seed=0, steps=args.steps)
+    engine = WorldEngine.load(args.world, seed=0, steps=args.steps, precision=args.precision)
     result = {
         "world": str(args.world),
+        "precision": engine.precision,
         "frame_size": engine.frame_size,
         engine.sampling.steps_key: engine.steps,  # maskgit_steps or diffusion_steps
         "threads": torch.get_num_threads(),
@@ -226,13 +265,17 @@ def _run(args: argparse.Namespace) -> int:
         if not CHROMIUM.exists():
             raise UserError(f"--browser needs {CHROMIUM} (apt-get install chromium)")
         with contextlib.redirect_stdout(sys.stderr):  # Gradio prints while starting/closing
-            result.update(bench_browser(engine.world, args.presses, args.hold, args.steps))
+            result.update(
+                bench_browser(engine.world, args.presses, args.hold, args.steps, engine.precision)
+            )
     if args.json:
         print(json.dumps(result))
     else:
         print(
             f"{result['world']}: engine.step {result['fps']} frames/s, p50 {result['p50_ms']} ms, "
-            f"p95 {result['p95_ms']} ms ({result['threads']} threads, {engine.steps} {engine.sampling.steps_key})"
+            f"p95 {result['p95_ms']} ms ({result['threads']} threads, {engine.steps} {engine.sampling.steps_key}, "
+            f"{engine.precision}; {result['gflop_per_frame']} GFLOP a frame = {result['fraction_of_peak']:.0%} "
+            f"of this machine's {engine.precision} matmul peak {result['peak_gflop_per_s']:.0f} GFLOP/s)"
         )
         if browser:
             print(
@@ -274,7 +317,10 @@ def _run_players(args: argparse.Namespace, counts: list[int]) -> int:
         if not CHROMIUM.exists():
             raise UserError(f"--browser needs {CHROMIUM} (apt-get install chromium)")
         with contextlib.redirect_stdout(sys.stderr):  # Gradio prints while starting/closing
-            tabs = [play_load.bench_tabs(world, n, args.seconds, args.batch) for n in counts]
+            tabs = [
+                play_load.bench_tabs(world, n, args.seconds, args.batch, args.precision)
+                for n in counts
+            ]
         if args.json:
             print(json.dumps(tabs))
             return 0
@@ -285,12 +331,18 @@ def _run_players(args: argparse.Namespace, counts: list[int]) -> int:
                 f"{r['fps_total']} in total, load {r['load_avg']}"
             )
         return 0
-    rows = [play_load.bench_players(world, n, args.seconds, batch=args.batch) for n in counts]
+    rows = [
+        play_load.bench_players(world, n, args.seconds, batch=args.batch, precision=args.precision)
+        for n in counts
+    ]
     if args.json:
         print(json.dumps(rows))
         return 0
     how = "batched" if args.batch else "each player alone"
-    print(f"{args.world} ({how}, {args.seconds:g} s per row, each player holding a key):")
+    from genie.utils.precision import default_precision, resolve_precision
+
+    _, why = resolve_precision(args.precision or default_precision())
+    print(f"{args.world} ({how}, {why}, {args.seconds:g} s per row, each player holding a key):")
     print("players  frames/s each (min)  total  step p50 / p95 ms  rows/call  load avg")
     for r in rows:
         print(

@@ -98,6 +98,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "--size", type=int, default=384, help="displayed frame size in pixels (default 384)"
     )
     p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        help="auto (default; GENIE_PRECISION overrides): bf16 autocast where this CPU runs it "
+        "faster than fp32, else fp32",
+    )
+    p.add_argument(
         "--no-clock",
         dest="clock",
         action="store_false",
@@ -149,6 +155,7 @@ def make_demo(args: argparse.Namespace):
         clock=args.clock,
         steps=args.steps,
         temperature=args.temperature,
+        precision=args.precision,
     )
 
 

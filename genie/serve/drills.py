@@ -38,13 +38,20 @@ def load_average() -> float:
 
 
 def bench_players(
-    world, players: int, seconds: float, batch: bool = True, warmup_s: float = 3.0
+    world,
+    players: int,
+    seconds: float,
+    batch: bool = True,
+    warmup_s: float = 3.0,
+    precision: str | None = None,
 ) -> dict:
     """N players holding a key for `warmup_s` + `seconds`; statistics over the last `seconds`."""
     from genie.serve.html import png_base64
     from genie.serve.sessions import Sessions
 
-    sessions = Sessions(world, max_players=players, seed=0, batch=batch, seat_wait_s=0)
+    sessions = Sessions(
+        world, max_players=players, seed=0, batch=batch, seat_wait_s=0, precision=precision
+    )
     mine = [sessions.get(f"player {i}") for i in range(players)]
     steps: list[list[tuple[float, float]]] = [[] for _ in range(players)]  # (end, seconds)
     stop = threading.Event()
@@ -92,7 +99,9 @@ def bench_players(
     }
 
 
-def bench_tabs(world, tabs: int, hold_s: float, batch: bool = True) -> dict:
+def bench_tabs(
+    world, tabs: int, hold_s: float, batch: bool = True, precision: str | None = None
+) -> dict:
     """`tabs` headless-Chromium tabs of one playground (no game clock), each holding a key
     for `hold_s` seconds: the frames/s each tab shows (after its first 2 s)."""
     from playwright.sync_api import sync_playwright
@@ -100,7 +109,9 @@ def bench_tabs(world, tabs: int, hold_s: float, batch: bool = True) -> dict:
     from genie.serve import app as playground
     from genie.serve.browser import CHROMIUM, CHROMIUM_ARGS, FRAME, PROBE_JS
 
-    demo = playground.build_demo(world, max_players=tabs, seed=0, clock=False, batch=batch)
+    demo = playground.build_demo(
+        world, max_players=tabs, seed=0, clock=False, batch=batch, precision=precision
+    )
     url = playground.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     press = "(k) => document.dispatchEvent(new KeyboardEvent('%s', {key: k}))"
     key = "ArrowRight" if "right" in [a.lower() for a in world.action_labels] else "1"

@@ -128,17 +128,17 @@ class Handlers:
             yield gr.skip()
             return
         clock = self.clock(sess) and bool(data.get("clock"))
-        shown = False
-        for html_frame in sess.press(
+        yield from sess.press(
             self._action(sess, data.get("action")),
             int(data.get("seq", 0)),
             render=lambda f: self.show(sess, f),
             clock=clock,
-        ):
-            shown = True
-            yield html_frame
-        if not shown:
-            yield gr.skip()  # a generator that yields nothing would blank the screen
+        )
+        # Gradio's message that a stream ended repeats its last value in full, whenever it is
+        # sent: after a world switch, a reset or an undo that is an old frame drawn over the
+        # new screen (the switch race, docs/PLAY.md). The last value is a no-op instead (and a
+        # stream that yielded nothing would otherwise blank the screen).
+        yield gr.skip()
 
     def release(self, evt: gr.EventData, request: gr.Request) -> None:
         sess = self.sessions.peek(request.session_hash if request else None)

@@ -11,7 +11,8 @@ stream goes on while nothing is held, playing noop, as a game keeps running; a h
 overrides it; `release(seq, clock=False)` stops it.
 
 `press` steps the world in a worker thread while its caller sends the previous frame, so model
-time overlaps transport; a one-slot queue keeps the worker at most one frame ahead.
+time overlaps transport; a one-slot queue keeps the worker at most one frame ahead. A frame
+stepped before a reset or undo (`generation`) or in a closed session is never yielded.
 """
 
 import ctypes
@@ -64,6 +65,7 @@ class Session:
         self.touched = 0.0  # last key event (monotonic seconds): a stream idles out after it
         self.index = 0  # frames played since the last reset (the frame counter)
         self.resets = 0
+        self.generation = 0  # bumped by every reset and undo: older frames are stale
         self.fps = 0.0  # steps per second while a key is held (moving average)
         self.step_ms = 0.0
         self.last_step = 0.0
@@ -89,10 +91,16 @@ class Session:
         return taken[-1] if taken and self.index > 0 else None
 
     def step(self, action: int) -> np.ndarray:
-        with self.lock:
+        return self._step(action)[0]
+
+    def _step(self, action: int) -> tuple[np.ndarray, int]:
+        """A frame and the generation it belongs to."""
+        with self.lock:  # counters change under the engine's lock: a frame's always agree
             t = time.perf_counter()
             frame = self.stepper(self.engine, action)
             now = time.perf_counter()
+            self.index += 1
+            generation = self.generation
         self.step_ms = 1000 * (now - t)
         gap = now - self.last_step
         if 0 < gap < 1.0:  # consecutive frames of one hold
@@ -100,16 +108,16 @@ class Session:
         else:
             self.fps = 0.0
         self.last_step = now
-        self.index += 1
         self.last_used = time.monotonic()
-        return frame
+        return frame, generation
 
     def reset(self, prompt) -> np.ndarray:
         self.clock = False  # a new start waits for the player's first key
         with self.lock:
             frame = self.engine.reset(prompt)
-        self.start, self.index, self.fps = prompt, 0, 0.0
-        self.resets += 1
+            self.start, self.index, self.fps = prompt, 0, 0.0
+            self.resets += 1
+            self.generation += 1
         return frame
 
     def undo(self) -> np.ndarray:
@@ -117,7 +125,8 @@ class Session:
         with self.lock:
             could = self.engine.can_undo
             frame = self.engine.undo()
-        self.index -= int(could)
+            self.index -= int(could)
+            self.generation += 1
         return frame
 
     # ------------------------------------------------------------ hold to play
@@ -157,7 +166,8 @@ class Session:
             while (item := frames.get()) is not _DONE and not self.closed:
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                if item[0] == self.generation:  # else stepped before a reset or undo
+                    yield item[1]
         finally:
             stop.set()  # the consumer went away mid-stream: the worker ends after its step
             with self.flags:
@@ -190,7 +200,9 @@ class Session:
                 action = self._next_action()
                 if action is None:
                     break
-                put(render(self.step(action)))
+                frame, generation = self._step(action)
+                if generation == self.generation:  # else stale: not worth rendering
+                    put((generation, render(frame)))
         except Exception as e:  # raised again in the consumer, where the UI reports it
             put(e)
         put(_DONE)

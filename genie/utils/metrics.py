@@ -128,7 +128,10 @@ def track_colour(
     ys = torch.arange(h, dtype=frames.dtype)[:, None]
     xs = torch.arange(w, dtype=frames.dtype)[None, :]
     n = mask.sum((-2, -1))  # (B, T)
-    pos = torch.stack([(mask * ys).sum((-2, -1)), (mask * xs).sum((-2, -1))], -1) / n.clamp_min(1)[..., None]
+    pos = (
+        torch.stack([(mask * ys).sum((-2, -1)), (mask * xs).sum((-2, -1))], -1)
+        / n.clamp_min(1)[..., None]
+    )
     for t in range(pos.shape[1]):  # hold the last seen position
         prev = pos[:, t - 1] if t else torch.full_like(pos[:, 0], float(h - 1) / 2)
         pos[:, t] = torch.where((n[:, t] > 0)[:, None], pos[:, t], prev)

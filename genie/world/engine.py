@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from genie.models.blocks import KVCache
 from genie.utils.errors import UserError
 from genie.utils.images import load_image, to_float, to_uint8
+from genie.utils.precision import autocast, default_precision, resolve_precision
 from genie.world.folder import World
 
 # representation -> (tokenizer method: frames -> x, tokenizer method: x, cache -> pixels)
@@ -97,8 +98,11 @@ class WorldEngine:
         max_frames_kept: int = 3000,
         carry_unchanged: bool | None = None,
         carry_margin: int | None = None,
+        precision: str | None = None,
     ):
         self.world = world
+        # auto: bf16 autocast where this machine runs it faster (genie.utils.precision)
+        self.precision, self.precision_note = resolve_precision(precision or default_precision())
         self.tokenizer, self.dynamics = world.tokenizer, world.dynamics
         # world.json "sampling" over the dynamics' defaults, then these overrides
         self.sampling = world.sampling.replace(
@@ -231,13 +235,14 @@ class WorldEngine:
             seeds = [int(s) for s in seed]
             if len(seeds) != b:
                 raise UserError(f"{len(seeds)} seeds for {b} players")
-        x = getattr(self.tokenizer, self._encode_name)(torch.from_numpy(frames))  # (B, T, ...)
-        dyn = self.dynamics.new_state(self.world.context_frames)
-        dec = self.tokenizer.new_decode_cache()
-        for i in range(t):
-            a = None if i == 0 or acts is None else torch.from_numpy(acts[:, i - 1])
-            self.dynamics.append_frame(dyn, x[:, i], a)
-            getattr(self.tokenizer, self._decode_name)(x[:, i], dec)
+        with autocast(self.precision):
+            x = getattr(self.tokenizer, self._encode_name)(torch.from_numpy(frames))  # (B, T, ...)
+            dyn = self.dynamics.new_state(self.world.context_frames)
+            dec = self.tokenizer.new_decode_cache()
+            for i in range(t):
+                a = None if i == 0 or acts is None else torch.from_numpy(acts[:, i - 1])
+                self.dynamics.append_frame(dyn, x[:, i], a)
+                getattr(self.tokenizer, self._decode_name)(x[:, i], dec)
         self.seed = seeds[0]  # a failed reset (above) changes nothing
         self._gens = [torch.Generator().manual_seed(s) for s in seeds]
         self._dyn, self._dec = dyn, dec
@@ -331,10 +336,11 @@ class WorldEngine:
         """Sample, decode and show the next frame of every row under actions (B,)."""
         s = self.sampling
         gens = self._gens[0] if len(self._gens) == 1 else self._gens
-        x = self.dynamics.sample_next(
-            self._dyn, actions, s.steps, s.temperature, gens, commit=commit, **s.options
-        )
-        decoded = getattr(self.tokenizer, self._decode_name)(x, self._dec)  # (B, H, W, 3)
+        with autocast(self.precision):
+            x = self.dynamics.sample_next(
+                self._dyn, actions, s.steps, s.temperature, gens, commit=commit, **s.options
+            )
+            decoded = getattr(self.tokenizer, self._decode_name)(x, self._dec).float()
         shown = decoded
         if self.carry_unchanged and self._shown is not None:
             prev, prev_ids = self._shown
@@ -370,7 +376,7 @@ class WorldEngine:
         if self.batch_size != 1:
             raise ValueError("only a one-player engine can be forked")
         n = len(seeds)
-        fork = WorldEngine(self.world, max_undo=0, max_frames_kept=1)
+        fork = WorldEngine(self.world, max_undo=0, max_frames_kept=1, precision=self.precision)
         fork.sampling, fork.seed = self.sampling, seeds[0]
         fork._gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         fork._dyn, fork._dec = self._dyn.repeat(n), self._dec.repeat(n)

@@ -195,20 +195,11 @@ const observe = () => {
   if (!screen) return setTimeout(observe, 200);
   let last = null;
   let resets = null;
-  let newest = -1; // the highest start (data-reset) shown: a seat's starts only grow
-  let good = null; // the screen as it was with the newest frame
+  // (no frame of a start or world this tab has left arrives after the new one: the server
+  // orders them, docs/PLAY.md "Several worlds")
   new MutationObserver(() => {
     const img = screen.querySelector("img[data-frame]");
     if (!img) return;
-    const start = Number(img.dataset.reset);
-    if (start < newest) {
-      // a frame still in flight from the stream of a start (or world) this tab has left:
-      // put the newest frame back
-      if (good !== null && screen.innerHTML !== good) screen.innerHTML = good;
-      return;
-    }
-    newest = start;
-    good = screen.innerHTML;
     const id = img.dataset.frame + ":" + img.dataset.reset;
     if (id !== last) {
       last = id;
