@@ -79,6 +79,44 @@ def test_cached_and_uncached_sampling_are_identical():
         assert torch.allclose(cached, uncached, atol=1e-5)
 
 
+def test_heun_churn_and_euler_are_the_edm_samplers():
+    """Euler = the diffusers EDMEulerScheduler's steps; Heun with one step is Euler (the last
+    step has no correction) and with more steps differs; churn draws fresh noise each step, so
+    two seeds give two futures where deterministic steps from the same start do not."""
+    from diffusers import EDMEulerScheduler
+
+    torch.manual_seed(0)
+    model = randomised(DiffusionDynamics(tiny_config()))
+    z, actions, _ = latent_world(2, 4, seed=3)
+    state = model.new_state()
+    for i in range(3):
+        model.append_frame(state, z[:, i], None if i == 0 else actions[:, i - 1])
+
+    def sample(seed=1, **kw):
+        gen = torch.Generator().manual_seed(seed)
+        return model.sample_next(state.clone(), actions[:, 2], commit=False, generator=gen, **kw)
+
+    # Euler against the scheduler's own step, written out here as the sampler was before
+    sched = model._sampler(3)
+    assert isinstance(sched, EDMEulerScheduler)
+    x = torch.randn(z[:, 0].shape, generator=torch.Generator().manual_seed(1)) * sched.sigmas[0]
+    ref = state.clone()
+    for i, t in enumerate(sched.timesteps):
+        s = sched.sigmas[i].expand(2, 1)
+        h = model.transformer.step(
+            model.embed(sched.scale_model_input(x, t)[:, None], s, actions[:, 2, None],
+                        ref.last[:, None])[:, 0], ref.cache, commit=False)  # fmt: skip
+        x = sched.step(model.out(h[:, 1:]), t, x).prev_sample
+    assert torch.allclose(sample(steps=3), x / model.config.latent_scale, atol=1e-5)
+    assert torch.allclose(sample(steps=1, solver="heun"), sample(steps=1), atol=1e-6)
+    assert not torch.allclose(sample(steps=3, solver="heun"), sample(steps=3), atol=1e-4)
+    assert torch.equal(sample(steps=2, churn=1.0), sample(steps=2, churn=1.0))  # seeded
+    assert not torch.allclose(sample(steps=2, churn=1.0), sample(steps=2), atol=1e-4)
+    with pytest.raises(ValueError):
+        sample(solver="rk4")
+    assert {"solver", "churn"} <= set(model.sampling_defaults())
+
+
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     model = randomised(DiffusionDynamics(tiny_config()))

@@ -11,14 +11,15 @@ from genie.models.registry import BACKENDS, SLOTS
 PARTS = (*SLOTS, "autoencoder")  # "autoencoder": the tokenizer slot's continuous kind
 
 
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    """The arguments of `genie train` (shared with `python -m training`)."""
-    p.add_argument(
-        "part",
-        choices=PARTS,
-        help="which part to train (tokenizer or autoencoder, then lam, then dynamics); "
-        "'autoencoder' is the continuous frame autoencoder a diffusion world draws with",
-    )
+def add_train_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
+    """The arguments of `genie train PART` (shared with `python -m training PART`)."""
+    if positional:
+        p.add_argument(
+            "part",
+            choices=PARTS,
+            help="which part to train (tokenizer or autoencoder, then lam, then dynamics); "
+            "'autoencoder' is the continuous frame autoencoder a diffusion world draws with",
+        )
     p.add_argument(
         "--data",
         required=True,
@@ -100,15 +101,33 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug-shards", action="store_true", help=argparse.SUPPRESS)
 
 
+PART_HELP = {
+    "tokenizer": "the VQ video tokenizer (MaskGIT worlds)",
+    "autoencoder": "the continuous frame autoencoder (diffusion worlds)",
+    "lam": "the latent action model (worlds learned from unlabeled video)",
+    "dynamics": "the dynamics (MaskGIT, or --backend diffusion)",
+}
+
+
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train the tokenizer, LAM or dynamics of a world on a dataset",
-        description="Train one part of a world. Order: tokenizer, lam, dynamics. Multi-process: "
-        "accelerate launch --num_processes N -m training PART ... (same arguments).",
+        help="train a whole world (genie train world), or one part of it",
+        description="Train a world: `genie train world` trains every part it needs, in order, "
+        "under one time budget; `genie train PART` trains one part (order: tokenizer or "
+        "autoencoder, lam, dynamics). Multi-process: accelerate launch --num_processes N -m "
+        "training PART ... (same arguments).",
     )
-    add_train_args(p)
-    p.set_defaults(func=run_train)
+    parts = p.add_subparsers(dest="part", metavar="PART", required=True)
+    w = parts.add_parser("world", help="every part a world needs, in order (training/world.py)")
+    from training.world import add_args as add_world_args
+
+    add_world_args(w)
+    w.set_defaults(func=run_world)
+    for name in PARTS:
+        q = parts.add_parser(name, help=PART_HELP[name])
+        add_train_args(q, positional=False)
+        q.set_defaults(func=run_train, part=name)
 
     p = sub.add_parser("plot", help="plot a training run's loss and validation curves")
     p.add_argument("run_dir", help="run folder holding metrics.csv")
@@ -134,6 +153,12 @@ def run_train(args) -> int:
     from training.train import train
 
     return train(args)
+
+
+def run_world(args) -> int:
+    from training.world import run
+
+    return run(args)
 
 
 def run_plot(args) -> int:

@@ -92,6 +92,7 @@ def train(args) -> int:
     bar = tqdm(
         total=cfg.steps,
         initial=progress.step,
+        desc=getattr(args, "progress_desc", None) or s.kind,
         disable=not accelerator.is_local_main_process,
         dynamic_ncols=True,
     )

@@ -103,6 +103,12 @@ def _add_playtest(sub: argparse._SubParsersAction) -> None:
                    help="sampling temperature (default: the world's)")  # fmt: skip
     p.add_argument("--context-noise", type=float,
                    help="diffusion worlds: noise level of generated frames as context (default: the world's)")  # fmt: skip
+    p.add_argument("--solver", choices=("euler", "heun"),
+                   help="diffusion worlds: sampling solver (default: the world's)")  # fmt: skip
+    p.add_argument("--churn", type=float,
+                   help="diffusion worlds: EDM S_churn, fresh noise each step (default: the world's)")  # fmt: skip
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                   help="auto (default): bf16 autocast where this CPU runs it faster")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -203,15 +209,35 @@ def run(args: argparse.Namespace) -> int:
     if args.temperature is not None and args.temperature < 0:
         raise UserError(f"--temperature must be >= 0 (got {args.temperature})")
     engine = WorldEngine(
-        world, seed=args.seed, steps=args.steps, temperature=args.temperature, max_undo=0
-    )  # nothing to undo here
-    if args.context_noise is not None:
-        if "context_noise" not in engine.sampling.options or args.context_noise < 0:
-            raise UserError("--context-noise needs a diffusion world and a level >= 0")
-        options = {**engine.sampling.options, "context_noise": args.context_noise}
-        engine.sampling = engine.sampling.replace(options=options)
+        world,
+        seed=args.seed,
+        steps=args.steps,
+        temperature=args.temperature,
+        max_undo=0,  # nothing to undo here
+        precision=args.precision,
+    )
+    options = dict(engine.sampling.options)
+    for key in ("context_noise", "solver", "churn"):  # the diffusion sampler's own options
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if key not in options:
+            raise UserError(f"--{key.replace('_', '-')} needs a diffusion world")
+        if key != "solver" and value < 0:
+            raise UserError(f"--{key.replace('_', '-')} must be >= 0 (got {value})")
+        options[key] = value
+    engine.sampling = engine.sampling.replace(options=options)
     track = _track(args.track_colour or world.meta.get("playtest", {}).get("track_colour"))
-    player = partial(play_world, engine, seed=args.seed, progress=True)
+    play = partial(play_world, engine, seed=args.seed, progress=True)
+    clock = {"seconds": 0.0, "frames": 0}
+
+    def player(starts, actions):  # the world's time per generated frame, levels batched
+        t = time.perf_counter()
+        out = play(starts, actions)
+        clock["seconds"] += time.perf_counter() - t
+        clock["frames"] += int(np.prod(actions.shape))
+        return out
+
     print(f"play test: {len(levels)} levels x {len(scripts)} scripts x {args.horizon} frames")
     start_at = args.start_at
     if start_at is None:
@@ -232,6 +258,8 @@ def run(args: argparse.Namespace) -> int:
             "temperature": engine.temperature,
             **engine.sampling.options,
         },
+        precision=engine.precision,
+        ms_per_frame_batched=round(1000 * clock["seconds"] / max(clock["frames"], 1), 2),
         seconds=round(time.time() - t0, 1),
     )
     args.out.mkdir(parents=True, exist_ok=True)

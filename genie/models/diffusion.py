@@ -42,6 +42,8 @@ from genie.utils import rng
 from genie.utils.images import frame_rows, to_float
 from genie.utils.metrics import psnr
 
+SOLVERS = ("euler", "heun")
+
 
 @dataclass
 class DiffusionConfig:
@@ -62,7 +64,9 @@ class DiffusionConfig:
     p_std: float = 1.2
     context_noise_max: float = 0.3  # training: context noise level ~ U(0, this) per clip
     context_noise: float = 0.0  # play: noise level of each generated frame as context
-    diffusion_steps: int = 2  # default Euler steps per generated frame
+    diffusion_steps: int = 2  # default sampling steps per generated frame
+    solver: str = "euler"  # play: "euler" or "heun" (second order, ~2x the network passes)
+    churn: float = 0.0  # play: EDM S_churn (0 = deterministic steps from the starting noise)
     prev_frame_conv: bool = True  # each latent also sees the previous frame's 3x3 neighbourhood
 
     @property
@@ -166,6 +170,8 @@ class DiffusionDynamics(nn.Module, PretrainedMixin):
         return {
             "diffusion_steps": self.config.diffusion_steps,
             "context_noise": self.config.context_noise,
+            "solver": self.config.solver,
+            "churn": self.config.churn,
         }
 
     @staticmethod
@@ -313,34 +319,60 @@ class DiffusionDynamics(nn.Module, PretrainedMixin):
         generator: torch.Generator | None = None,
         commit: bool = True,
         context_noise: float | None = None,
+        solver: str | None = None,
+        churn: float | None = None,
     ) -> torch.Tensor:
-        """Generate the next frame's unit-norm latents (B, N, E) with `steps` Euler steps of the
-        diffusers EDM scheduler, using only the cache. temperature scales the starting noise
-        (1: the trained distribution). commit=True also adds the frame to the context."""
+        """Generate the next frame's latents (B, N, E) in `steps` steps down the Karras noise
+        levels of the diffusers EDM scheduler, using only the cache (Karras et al. 2022, alg. 2).
+        solver: "euler" (one network pass a step) or "heun" (two, except the last step: the
+        second-order correction that keeps detail a few Euler steps average away). churn: EDM's
+        S_churn: each step first raises the noise level by a factor 1 + min(churn/steps, 0.41)
+        with fresh noise, so the sampler commits to one future instead of their mean (Boxing's
+        opponent). temperature scales the starting noise (1: the trained distribution).
+        commit=True also adds the frame to the context."""
         if state.last is None:
             raise ValueError("append a context frame before sampling")
         c = self.config
+        solver = (solver or c.solver).lower()
+        if solver not in SOLVERS:
+            raise ValueError(f"unknown solver '{solver}' (use one of {', '.join(SOLVERS)})")
+        churn = c.churn if churn is None else float(churn)
         b, dev = state.last.shape[0], state.last.device
         act = self._action_ids(action, b, dev)
-        sched = self._sampler(steps or c.diffusion_steps)
+        sigmas = self._sampler(steps or c.diffusion_steps).sigmas.to(dev)  # (steps + 1,), ends at 0
+        n = len(sigmas) - 1
+        gamma = min(churn / n, 2**0.5 - 1) if churn > 0 else 0.0
         temp = 1.0 if temperature is None else float(temperature)
-        x = rng.randn(state.last.shape, generator, dev)  # a generator per row allowed
-        x = x * sched.sigmas[0].item() * temp
-        for i, t in enumerate(sched.timesteps):
-            s = sched.sigmas[i].to(dev).expand(b, 1)
-            x_in = sched.scale_model_input(x, t)  # c_in(sigma) x
-            h = self.transformer.step(
-                self.embed(x_in[:, None], s, act[:, None], state.last[:, None])[:, 0],
-                state.cache,
-                commit=False,
-            )
-            # Euler step from sigma to the next level; the last step lands on the denoised frame
-            x = sched.step(self.out(h[:, 1:]), t, x).prev_sample
+        x = rng.randn(state.last.shape, generator, dev) * sigmas[0].item() * temp
+        for i in range(n):
+            sigma, nxt = sigmas[i].item(), sigmas[i + 1].item()
+            if gamma > 0:  # churn: climb to sigma_hat with fresh noise
+                hat = sigma * (1 + gamma)
+                x = x + (hat**2 - sigma**2) ** 0.5 * rng.randn(x.shape, generator, dev)
+                sigma = hat
+            d = (x - self._denoised(state, x, sigma, act)) / sigma  # dx/dsigma
+            x_next = x + (nxt - sigma) * d
+            if solver == "heun" and nxt > 0:  # second order: average the slopes at both ends
+                d_next = (x_next - self._denoised(state, x_next, nxt, act)) / nxt
+                x_next = x + (nxt - sigma) * (d + d_next) / 2
+            x = x_next
         latents = x / c.latent_scale
         if commit:
             noise = c.context_noise if context_noise is None else context_noise
             self.append_frame(state, latents, act, noise, generator)
         return latents
+
+    def _denoised(
+        self, state: DiffusionState, x: torch.Tensor, sigma: float, act: torch.Tensor
+    ) -> torch.Tensor:
+        """D(x; sigma): the denoised frame (B, N, E) from noisy scaled latents x at level sigma,
+        one look-ahead pass against the cached context (nothing is committed)."""
+        s = torch.full((x.shape[0], 1), sigma, device=x.device)
+        x_in = self._pre(x[:, None], s)  # c_in(sigma) x, (B, 1, N, E)
+        h = self.transformer.step(
+            self.embed(x_in, s, act[:, None], state.last[:, None])[:, 0], state.cache, commit=False
+        )
+        return self.denoise(x, s[:, 0], h)
 
     @torch.no_grad()
     def sample_next_uncached(
