@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from genie.utils.errors import UserError
+from training import presets
 
 PLAN_FILE = "train-world.json"
 # share of --hours per part, renormalised over the parts the world needs
@@ -96,7 +97,9 @@ def plan_world(args, manifest) -> WorldPlan:
     total = sum(BUDGET_SHARES[n] for n in names)
     for n in names:
         seconds = args.hours * 3600 * BUDGET_SHARES[n] / total if args.hours else None
-        plan.parts.append(PartPlan(n, preset, str(runs / n), seconds=seconds))
+        kind = "diffusion" if n == "dynamics" and backend == "diffusion" else n
+        steps = None if args.hours else presets.load(preset, kind).train.steps
+        plan.parts.append(PartPlan(n, preset, str(runs / n), steps=steps, seconds=seconds))
     return plan
 
 
