@@ -190,3 +190,23 @@ def test_eval_reports_the_reconstruction_of_a_frame_autoencoder_world(tmp_path):
     assert "codebook_usage" not in tok
     assert all(math.isfinite(tok[k]) for k in ("psnr", "ssim", "sharpness"))
     assert "frame-autoencoder | reconstruction PSNR" in (out / "report.md").read_text()
+
+
+def test_eval_of_a_world_without_dynamics_reports_reconstruction_and_a_strip(tmp_path):
+    """A world whose autoencoder is trained and whose dynamics is not yet: `genie eval` reports
+    what it can draw (metrics.json "tokenizer") and writes reconstruction.png."""
+    import shutil
+
+    from worlds import make_tiny_autoencoder_world
+
+    world = make_tiny_autoencoder_world(tmp_path / "world")
+    shutil.rmtree(world / "dynamics")
+    data = write_test_split(tmp_path / "data", episodes=2)
+    out = tmp_path / "eval"
+    assert main(["eval", "--world", str(world), "--data", str(data), "--out", str(out)]) == 0
+    tok = json.loads((out / "metrics.json").read_text())["tokenizer"]
+    assert tok["kind"] == "frame-autoencoder" and tok["frames"] > 10
+    assert all(math.isfinite(tok[k]) for k in ("psnr", "ssim", "sharpness"))
+    from PIL import Image
+
+    assert Image.open(out / "reconstruction.png").size[0] > 8 * 32

@@ -154,6 +154,15 @@ def test_a_key_event_meant_for_the_world_a_player_left_is_ignored(worlds, tmp_pa
     frame, end = h.press(tap, player)  # a stream ends on a no-op: Gradio repeats its last value
     assert "data-frame=" in frame and end == {"__type__": "update"}
     assert sess.engine.actions_taken == [2]
+
+    # a switch ends a running clock's stream on the new world's start screen: the page may draw
+    # the stream's last frames after the switch's answer, and this puts the new screen back
+    clock = Event(_data={"action": None, "seq": 5, "clock": True, "world": "beta"})
+    threading.Timer(0.3, h.sessions.switch, args=("p", "alpha")).start()
+    *frames, end = h.press(clock, player)
+    moved = h.sessions.peek("p")
+    assert frames and all('data-reset="1"' in f for f in frames) and moved.world_name == "alpha"
+    assert end == h.show(moved, moved.engine.frames[-1]) and 'data-reset="2"' in end
     h.sessions.close()
 
 

@@ -171,6 +171,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from genie.data import ClipDataset, collate_clips
+    from genie.eval.reconstruction import reconstruct
     from genie.utils.errors import UserError
     from genie.utils.images import to_float
     from genie.utils.metrics import action_accuracy, gradient_magnitude, psnr, ssim
@@ -178,6 +179,11 @@ def run(args) -> int:
     from genie.world.folder import World, read_meta, set_action_labels
 
     t0 = time.time()
+    root = Path(args.world)
+    if (root / "tokenizer" / "config.json").is_file() and not (root / "dynamics").is_dir():
+        from genie.eval.reconstruction import reconstruction_only
+
+        return reconstruction_only(args)  # a world whose dynamics is not trained yet
     # a world trained on true actions has no LAM: its clips play the recorded actions
     true_actions = read_meta(args.world).get("actions", {}).get("source") == "true"
     world = World.from_folder(args.world, with_lam=not true_actions)
@@ -236,12 +242,9 @@ def run(args) -> int:
         frames = batch["frames"]  # (B, T, H, W, 3) uint8
         truth = to_float(frames)
         with torch.no_grad():  # what the world draws with: its codes, or its continuous latents
-            if engine.representation == "ids":
-                ids = tok.encode(frames)
-                recon = tok.decode(ids)
+            recon, ids = reconstruct(tok, frames, engine.representation)
+            if ids is not None:
                 acc["tok_ids"].append(ids.flatten())
-            else:
-                recon = tok.decode_latents(tok.encode_latents(frames))
             acc["tok_psnr"].append(psnr(recon, truth).flatten())
             acc["tok_ssim"].append(ssim(recon, truth).flatten())
             acc["tok_sharp"].append(

@@ -128,17 +128,28 @@ class Handlers:
             yield gr.skip()
             return
         clock = self.clock(sess) and bool(data.get("clock"))
+        generation = sess.generation
         yield from sess.press(
             self._action(sess, data.get("action")),
             int(data.get("seq", 0)),
             render=lambda f: self.show(sess, f),
             clock=clock,
         )
-        # Gradio's message that a stream ended repeats its last value in full, whenever it is
-        # sent: after a world switch, a reset or an undo that is an old frame drawn over the
-        # new screen (the switch race, docs/PLAY.md). The last value is a no-op instead (and a
-        # stream that yielded nothing would otherwise blank the screen).
-        yield gr.skip()
+        yield self._stream_end(sess, generation, request)
+
+    def _stream_end(self, sess: Session, generation: int, request: gr.Request | None):
+        """The last value of a stream of `sess` that began at `generation`: the seat's screen
+        as it is now if a switch, reset or undo changed it meanwhile, else a no-op. The page
+        applies each event's messages in a loop of its own, so the stream's last frames can be
+        drawn after a later event's answer (the switch race, docs/PLAY.md); the stream's own
+        last word puts the new screen back. Never the last frame again: Gradio's message that a
+        stream ended repeats its last value, and an empty stream's would blank the screen."""
+        now = self.sessions.peek(request.session_hash if request else None)
+        if now is None or (now is sess and sess.generation == generation):
+            return gr.skip()
+        with now.lock:
+            frame = now.engine.frames[-1]
+        return self.show(now, frame)
 
     def release(self, evt: gr.EventData, request: gr.Request) -> None:
         sess = self.sessions.peek(request.session_hash if request else None)
