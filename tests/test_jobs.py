@@ -3,6 +3,7 @@ job that survives a killed server (a new server resumes it in the part it was in
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -86,5 +87,51 @@ def test_a_failed_job_says_why_in_one_line(tmp_path):
         wait(lambda: jobs.get(job.id).state == "failed", timeout=60, what="the failure")
         msg = jobs.get(job.id).message
         assert "no-such-data" in msg and "\n" not in msg
+    finally:
+        jobs.close()
+
+
+def _video(path: Path, frames: int) -> Path:
+    """A small mp4 of the synthetic sprite world (a video the project did not record)."""
+    import imageio.v3 as iio
+    from synthetic import make_episode
+
+    clip, _ = make_episode(0, frames, size=64)
+    iio.imwrite(path, clip, fps=15, codec="libx264", plugin="pyav")
+    return path
+
+
+@pytest.mark.slow
+def test_uploaded_videos_are_imported_then_trained(tmp_path):
+    ready = []
+    jobs = TrainingJobs(tmp_path / "jobs", tmp_path / "worlds", lambda n, w: ready.append(n),
+                        extra_args=("--preset", "tiny", *FAST), poll_s=0.2)  # fmt: skip
+    try:
+        video = _video(tmp_path / "play.mp4", 80)
+        job = jobs.submit(None, "from-video", videos=[video])
+        wait(lambda: jobs.get(job.id).state in ("done", "failed"), timeout=400, what="the job")
+        assert jobs.get(job.id).state == "done", jobs.get(job.id).message
+        plan = json.loads((tmp_path / "worlds" / "from-video" / "train-world.json").read_text())
+        assert [p["name"] for p in plan["parts"]] == ["autoencoder", "lam", "dynamics"]  # no labels
+        assert ready == ["from-video"]
+    finally:
+        jobs.close()
+
+
+@pytest.mark.parametrize("kind", ["not a video", "too short"])
+def test_a_bad_upload_fails_in_one_line_and_leaves_no_dataset(tmp_path, kind):
+    jobs = TrainingJobs(tmp_path / "jobs", tmp_path / "worlds", poll_s=0.1)
+    try:
+        if kind == "not a video":
+            bad = tmp_path / "clip.mp4"
+            bad.write_text("this is not a video")
+        else:
+            bad = _video(tmp_path / "short.mp4", 10)
+        job = jobs.submit(None, "bad", videos=[bad])
+        wait(lambda: jobs.get(job.id).state == "failed", timeout=120, what="the failure")
+        msg = jobs.get(job.id).message
+        assert "\n" not in msg and ("unreadable" in msg or "at least" in msg), msg
+        assert not (tmp_path / "jobs" / job.id / "data").exists()
+        assert not (tmp_path / "worlds" / "bad").exists()
     finally:
         jobs.close()

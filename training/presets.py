@@ -141,6 +141,8 @@ def fit_frame_size(model: dict[str, Any], size: int) -> tuple[dict[str, Any], st
     doubling, or loses its first per halving). Unchanged (and a note of None) when the frames
     already fit or no power-of-two scaling fits them."""
     have, patch = model.get("frame_size"), model.get("patch_size")
+    if have is not None and have != size and "widths" in model:  # a frame autoencoder
+        return _fit_autoencoder(model, have, size)
     if have is None or patch is None or have == size:
         return model, None
     ratio = size / have
@@ -161,3 +163,22 @@ def fit_frame_size(model: dict[str, Any], size: int) -> tuple[dict[str, Any], st
     if widths:
         note += f", conv_widths {widths} -> {out['conv_widths']}"
     return out, f"{note}: the preset's {grid}x{grid} token grid at {size}x{size} frames"
+
+
+def _fit_autoencoder(
+    model: dict[str, Any], have: int, size: int
+) -> tuple[dict[str, Any], str | None]:
+    """A frame autoencoder preset for frames `size`: one resolution level more (at the first
+    width) per doubling, one less per halving, so its latent grid (and the dynamics' tokens)
+    stay the preset's."""
+    ratio = size / have
+    doublings = round(math.log2(ratio))
+    widths = list(model["widths"])
+    if 2.0**doublings != ratio or len(widths) + doublings < 1:
+        return model, None
+    new = [widths[0]] * doublings + widths if doublings > 0 else widths[-doublings:]
+    grid = size // 2 ** (len(new) - 1)
+    note = (
+        f"widths {widths} -> {new}: the preset's {grid}x{grid} latent grid at {size}x{size} frames"
+    )
+    return {**model, "frame_size": size, "widths": new}, note

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +50,7 @@ class Job:
     created: float = field(default_factory=time.time)
     message: str = ""  # the last line of a failure, or "cancelled"
     pid: int | None = None
+    videos: list[str] = field(default_factory=list)  # uploads to import first (data: JOB/data)
 
 
 class TrainingJobs:
@@ -75,9 +77,27 @@ class TrainingJobs:
 
     # ------------------------------------------------------------------ the queue
 
-    def submit(self, data: str | Path, name: str, hours: float | None = None) -> Job:
+    def submit(
+        self,
+        data: str | Path | None,
+        name: str,
+        hours: float | None = None,
+        videos: list[str | Path] | None = None,
+    ) -> Job:
+        """Queue a world to train on a dataset folder, or on videos imported first (the job
+        copies them into its folder: the upload's temporary files may go away)."""
+        job_id = uuid.uuid4().hex[:8]
+        folder = self.root / job_id
+        kept = []
+        if videos:
+            (folder / "uploads").mkdir(parents=True, exist_ok=True)
+            for i, v in enumerate(videos):
+                dst = folder / "uploads" / f"{i:02d}-{Path(v).name}"
+                shutil.copyfile(v, dst)
+                kept.append(str(dst))
+            data = folder / "data"
         world = self.worlds_dir / name
-        job = Job(uuid.uuid4().hex[:8], str(data), name, str(world), hours)
+        job = Job(job_id, str(data), name, str(world), hours, videos=kept)
         self._save(job)
         return job
 
@@ -123,13 +143,7 @@ class TrainingJobs:
             self._stop.wait(self.poll_s)
 
     def _start(self, job: Job) -> None:
-        cmd = [sys.executable, "-m", "genie", "train", "world", "--data", job.data,
-               "--world", job.world, "--runs", str(self.root / job.id / "runs"),
-               *self.extra_args]  # fmt: skip
-        if job.hours:
-            cmd += ["--hours", str(job.hours)]
-        if job.started:
-            cmd.append("--resume")
+        cmd = [sys.executable, "-m", "genie.serve.jobs", str(self.root / job.id), *self.extra_args]
         env = dict(os.environ, OMP_NUM_THREADS=str(JOB_THREADS), GRADIO_ANALYTICS_ENABLED="False")
         log = open(self.root / job.id / "log.txt", "a")
         self._proc = subprocess.Popen(
@@ -217,3 +231,55 @@ def _last_line(path: Path) -> str:
         return "failed"
     errors = [line for line in lines if "error" in line.lower()]
     return (errors or lines or ["failed"])[-1][:300]
+
+
+# ---------------------------------------------------------------------------- the job process
+
+MIN_FRAMES = 64  # imported videos shorter than this in all make no world
+
+
+def train_command(job_dir: Path, job: Job, extra: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "genie", "train", "world", "--data", job.data, "--world",
+           job.world, "--runs", str(job_dir / "runs"), *extra]  # fmt: skip
+    if job.hours:
+        cmd += ["--hours", str(job.hours)]
+    if (Path(job.world) / "train-world.json").is_file():
+        cmd.append("--resume")  # it had begun: carry on in the part it was in
+    return cmd
+
+
+def run_job(job_dir: Path, extra: list[str]) -> int:
+    """What a job's process does: import the uploaded videos (once; a failed import leaves no
+    dataset behind), then become `genie train world`."""
+    job = Job(**json.loads((job_dir / "job.json").read_text()))
+    data = Path(job.data)
+    if job.videos and not (data / "manifest.json").is_file():
+        from genie.data.format import open_dataset
+        from genie.data.importer import import_videos
+        from genie.utils.errors import UserError
+
+        try:
+            val = 0.1 if len(job.videos) >= 5 else 0.0  # a few videos: all train (validated on it)
+            res = import_videos(job.videos, data, 64, None, None, val, 0.0, True)
+            frames = open_dataset(data).num_frames if (data / "manifest.json").is_file() else 0
+            if frames < MIN_FRAMES:
+                skipped = (
+                    f" ({len(res.skipped)} unreadable: {', '.join(res.skipped)})"
+                    if res.skipped
+                    else ""
+                )
+                raise UserError(
+                    f"the uploads hold {frames} video frames{skipped}; a world needs at least "
+                    f"{MIN_FRAMES}: upload longer videos"
+                )
+        except (UserError, OSError) as e:
+            shutil.rmtree(data, ignore_errors=True)  # nothing half-written is left
+            print(f"error: {e}", flush=True)
+            return 2
+        print(f"imported {res.imported} videos ({res.frames:,} frames)", flush=True)
+    cmd = train_command(job_dir, job, extra)
+    os.execv(cmd[0], cmd)  # the same process (and process group) trains
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(Path(sys.argv[1]), sys.argv[2:]))
