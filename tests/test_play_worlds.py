@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -158,6 +159,13 @@ def test_a_key_event_meant_for_the_world_a_player_left_is_ignored(worlds, tmp_pa
     # a switch ends a running clock's stream on the new world's start screen: the page may draw
     # the stream's last frames after the switch's answer, and this puts the new screen back
     clock = Event(_data={"action": None, "seq": 5, "clock": True, "world": "beta"})
+    retire = h.sessions._retire
+
+    def retire_then_pause(old):  # the stream ends while the switch is still at work
+        retire(old)
+        time.sleep(0.3)
+
+    h.sessions._retire = retire_then_pause
     threading.Timer(0.3, h.sessions.switch, args=("p", "alpha")).start()
     *frames, end = h.press(clock, player)
     moved = h.sessions.peek("p")

@@ -72,9 +72,10 @@ class Layout:
     gen_outputs: list
     gen_btn: Any
     api: dict
+    train: Any = None  # the Train tab (genie/serve/train_tab.py), when training is offered
 
 
-def layout(worlds, keys_html: str, display_size: int) -> Layout:
+def layout(worlds, keys_html: str, display_size: int, data_dir: Path | None = None) -> Layout:
     """The page for a `WorldSet`, on its default world: the world picker (several worlds only),
     the Play tab (screen, key legend `keys_html`, start frames, undo/reset, download, what-if),
     the Generate tab, and hidden API components."""
@@ -174,6 +175,13 @@ def layout(worlds, keys_html: str, display_size: int) -> Layout:
                     gen_file = gr.File(label="Download", interactive=False)
                     gen_status = gr.Markdown()
 
+        train = None
+        if data_dir is not None:
+            from genie.serve import train_tab
+
+            with gr.Tab("Train"):
+                train = train_tab.layout(data_dir)
+
         with gr.Row(visible=False):  # components behind the HTTP API only
             api = {
                 "image": gr.File(label="image", type="filepath", file_types=IMAGE_TYPES),
@@ -213,6 +221,7 @@ def layout(worlds, keys_html: str, display_size: int) -> Layout:
         gen_outputs=[gen_video, gen_file, gen_status],
         gen_btn=gen_btn,
         api=api,
+        train=train,
     )
 
 
@@ -225,23 +234,34 @@ def build_demo(
     seed: int | None = None,
     display_size: int = 384,
     clock: bool = True,
+    train_dir: str | Path | None = None,
+    data_dir: str | Path = "data",
+    train_args: tuple[str, ...] = (),
     **engine_kw,
 ):
     """The playground for a loaded `World`, a world folder, or a `genie.serve.worlds.WorldSet`
     of several (each browser tab picks its world; the API's `/reset` takes one by name).
     `clock`: offer the game clock (worlds with a "noop" action only; False: the world moves
     only while a key is held). Returns a gr.Blocks with `.sessions`, `.worlds` and `.world`
-    (the default world) attached; launch it with `launch(demo, ...)`."""
+    (the default world) attached; launch it with `launch(demo, ...)`. `train_dir`: offer the
+    Train tab, with jobs and the worlds they train in that folder (datasets offered from
+    `data_dir`; `train_args`: more `genie train world` options); worlds trained there before
+    are served too."""
     from genie.serve.handlers import Handlers
     from genie.serve.worlds import WorldSet
 
     worlds = WorldSet.of(worlds)
+    jobs = None
+    if train_dir is not None:
+        from genie.serve.train_tab import training_jobs
+
+        jobs = training_jobs(worlds, train_dir, train_args)
     sessions = Sessions(worlds, max_players=max_players, seed=seed, **engine_kw)
     clean_stale_tmp()
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     h = Handlers(sessions, display_size, tmp, clock=clock)
-    ui = layout(worlds, h.keys_html(), display_size)
+    ui = layout(worlds, h.keys_html(), display_size, Path(data_dir) if jobs else None)
 
     hidden = {"show_progress": "hidden", "api_visibility": "private"}
     # Undo, Reset, what-if and the API share `max_players` slots; streams (a held key, a
@@ -274,12 +294,19 @@ def build_demo(
             trigger.click(fn, inputs, outputs, api_name=name, **limits)
         demo.load(h.on_load, None, [ui.screen, ui.status], **hidden)
         demo.unload(h.on_unload)
+        if jobs is not None:
+            from genie.serve.train_tab import TrainEvents, wire
+
+            events = TrainEvents(jobs, worlds, Path(data_dir), jobs.worlds_dir)
+            wire(ui.train, events, ui.world, hidden)
 
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     _refuse_bad_inputs_in_one_line(demo)
     _free_the_seat_of_a_call_without_session(demo, sessions)
     demo.sessions, demo.worlds, demo.world = sessions, worlds, worlds.default_world
+    demo.jobs = jobs
     return demo
+
 
 
 def _refuse_bad_inputs_in_one_line(demo) -> None:

@@ -98,6 +98,16 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "--size", type=int, default=384, help="displayed frame size in pixels (default 384)"
     )
     p.add_argument(
+        "--train-dir",
+        default="runs/playground",
+        help="the Train tab's jobs and the worlds they train (default runs/playground; worlds "
+        "trained there before are served too)",
+    )
+    p.add_argument("--no-train", dest="train", action="store_false", help="no Train tab")
+    p.add_argument(
+        "--data-dir", default="data", help="datasets the Train tab offers (default data/)"
+    )
+    p.add_argument(
         "--precision",
         choices=("auto", "bf16", "fp32"),
         help="auto (default; GENIE_PRECISION overrides): bf16 autocast where this CPU runs it "
@@ -156,6 +166,8 @@ def make_demo(args: argparse.Namespace):
         steps=args.steps,
         temperature=args.temperature,
         precision=args.precision,
+        train_dir=args.train_dir if args.train else None,
+        data_dir=args.data_dir,
     )
 
 

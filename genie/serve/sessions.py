@@ -315,10 +315,11 @@ class Sessions:
                     self._make_room()
                 elif new is not old:
                     new.resets = old.resets + 1  # the page sees a new start (data-reset)
-                    self._retire(old)
                 self._by_id[sid] = new
                 self._by_id.move_to_end(sid)
                 new.last_used = time.monotonic()
+                if old not in (None, new):  # once the seat is new's: its stream ends showing new
+                    self._retire(old)
             if old not in (None, new):  # its stream's last frame reaches the page first
                 old.quiet.wait(timeout=STREAM_END_S)
             return new
@@ -329,6 +330,8 @@ class Sessions:
         seed = self.seed if self.seed is not None else secrets.randbelow(2**31)
         engine = WorldEngine(self.worlds[world], seed=seed, **self.engine_kw)
         stepper = self.batcher.step if self.batcher else None
+        if world not in self.noops:  # a world added while serving (the Train tab)
+            self.noops[world] = noop_action(self.worlds[world].action_labels)
         sess = Session(engine, None, self.noops[world], stepper)
         sess.world_name = world
         return sess

@@ -95,6 +95,10 @@ class WorldSet:
     def names(self) -> list[str]:
         return list(self.worlds)
 
+    def add(self, name: str, world: World) -> None:
+        """A world trained while serving (the Train tab): every tab's picker offers it next."""
+        self.worlds[name] = world
+
     @property
     def default_world(self) -> World:
         return self.worlds[self.default]
