@@ -308,7 +308,6 @@ def build_demo(
     return demo
 
 
-
 def _refuse_bad_inputs_in_one_line(demo) -> None:
     """Gradio checks inputs before our functions run: a path on the server (not uploaded) is
     refused with a ValueError the player sees as `{"error": null}`, a payload that is not a
