@@ -212,6 +212,12 @@ def make_accelerator(precision: str) -> Accelerator:
         chosen, why = "fp16", "precision fp16 (asked for)"
     else:
         chosen, why = resolve_precision(precision, device_type)
+    from accelerate.state import AcceleratorState
+
+    # a second run in the same process (tests, `genie train world`) may ask for another
+    # precision: accelerate keeps one global state, so start it afresh (the process group of a
+    # multi-process run, PartialState, is kept)
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=device_type == "cpu",  # also what makes torchrun's processes use gloo on a CPU
         mixed_precision="no" if chosen == "fp32" else chosen,
