@@ -15,6 +15,7 @@ import numpy as np
 from genie.eval.playtest import SCRIPTS, play_world, resolve_controls, run_playtest
 from genie.eval.replay import GamePlayer
 from genie.utils.errors import UserError
+from genie.utils.precision import PRECISIONS
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -107,7 +108,7 @@ def _add_playtest(sub: argparse._SubParsersAction) -> None:
                    help="diffusion worlds: sampling solver (default: the world's)")  # fmt: skip
     p.add_argument("--churn", type=float,
                    help="diffusion worlds: EDM S_churn, fresh noise each step (default: the world's)")  # fmt: skip
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="auto (default): bf16 autocast where this CPU runs it faster")  # fmt: skip
     p.set_defaults(func=run)
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from genie.serve.browser import CHROMIUM, CHROMIUM_ARGS, FRAME, PRESS_JS, PROBE_JS
 from genie.utils.errors import UserError
+from genie.utils.precision import PRECISIONS
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -38,7 +39,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=("auto", "bf16", "fp32"),
+        choices=PRECISIONS,
         help="auto (default; GENIE_PRECISION overrides): bf16 autocast where this CPU runs it "
         "faster than fp32; compare with a second run in the other",
     )

@@ -19,6 +19,7 @@ import sys
 
 from genie.serve.sessions import MAX_PLAYERS
 from genie.utils.errors import UserError
+from genie.utils.precision import PRECISIONS
 
 
 def check_address(host: str, port: int) -> None:
@@ -109,7 +110,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=("auto", "bf16", "fp32"),
+        choices=PRECISIONS,
         help="auto (default; GENIE_PRECISION overrides): bf16 autocast where this CPU runs it "
         "faster than fp32, else fp32",
     )
