@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "genie.generate",  # generate
     "genie.serve.cli",  # play
     "genie.eval.cli",  # eval, playtest
+    "genie.world.naming",  # name-actions
     "genie.bench",  # bench data|train|play
 ]
 

@@ -123,6 +123,10 @@ def default_keys(labels: list[str]) -> list[list[str]]:
         return [list(CHORDS[lab]) for lab in low]
     keys: list[list[str]] = [[] for _ in labels]
     taken: set[str] = set()
+    for i, lab in enumerate(low):  # known actions first ("right 2", a second code, gets a digit)
+        if lab in CHORDS and CHORDS[lab] and not taken.intersection(CHORDS[lab]):
+            keys[i] = list(CHORDS[lab])
+            taken.update(CHORDS[lab])
     named = [
         ("jump right", ["e"]),
         ("up-right", ["e"]),
@@ -139,6 +143,8 @@ def default_keys(labels: list[str]) -> list[list[str]]:
     ]
     for i, label in enumerate(labels):
         low = label.lower()
+        if keys[i]:
+            continue
         for name, ks in named:
             if name in low and not any(k in taken for k in ks):
                 keys[i] = list(ks)

@@ -1,0 +1,183 @@
+"""Name a world's latent actions by what they do in the world itself, with no action labels.
+
+A world trained on latent actions (a LAM's codes) has actions "action 0..A-1". To name them,
+each code is held for `HOLD_FRAMES` frames from several start frames, in one batched rollout of
+the world, and the player's motion is measured in the generated frames
+(`genie.utils.motion.player_path`: minus the camera's scroll, or the moving sprite):
+
+* dx: where the player ended, horizontally (px, right > 0), averaged over the starts;
+* rise / drop: how far it went up / down at its highest / lowest point;
+* back: how much of its (mean path's) rise it fell back by the end (a jump comes down again).
+
+A code moves on an axis when its motion there is at least `MOVE_SHARE` of the largest any code
+reaches (and at least `MIN_PX`). Names follow the game's kind: where codes go up but none
+goes down, or those that go up come back down (gravity), a platformer's noop / left / right /
+jump / jump-left / jump-right; else a top-down game's compass (up, downleft, ...). A name taken twice goes to the code that does
+it most; the others are "right 2", "right 3" (a number key). The names then get the usual keys
+(`genie.world.folder.default_keys`: arrows, WASD, chords; noop = no key).
+
+    genie name-actions --world worlds/coinrun-unlabeled        # writes world.json
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HOLD_FRAMES = 12  # frames each code is held per start
+MOVE_SHARE = 0.3  # a code moves on an axis at >= this share of the largest motion there
+MIN_PX = 1.5  # ... and at least this many pixels
+GRAVITY_BACK = 0.3  # codes that rise come back down by this share of the rise: a platformer
+
+
+@dataclass
+class ActionMotion:
+    action: int
+    dx: float  # mean horizontal end position (px, right > 0)
+    rise: float  # mean highest point above the start (px, >= 0)
+    drop: float  # mean lowest point below the start (px, >= 0)
+    back: float  # mean share of the rise lost again by the end (0: stayed up)
+    name: str = ""
+
+
+def measure_actions(engine, starts: np.ndarray, frames: int = HOLD_FRAMES) -> list[ActionMotion]:
+    """Hold each of the engine's actions for `frames` frames from each start frame (uint8
+    (S, H, W, 3)), as one batch; -> the player's motion under each action."""
+    from genie.utils.motion import player_path
+
+    a, s = engine.num_actions, len(starts)
+    prompts = np.broadcast_to(starts[None, :, None], (a, s, 1, *starts.shape[1:]))
+    engine.reset(np.ascontiguousarray(prompts.reshape(a * s, 1, *starts.shape[1:])))
+    held = np.repeat(np.arange(a), s)[:, None].repeat(frames, 1)  # (A*S, K)
+    out = engine.rollout(held)  # (A*S, K, H, W, 3)
+    clips = np.concatenate([np.repeat(starts[None], a, 0).reshape(a * s, 1, *starts.shape[1:]),
+                            out], 1)  # fmt: skip
+    path = player_path(torch.from_numpy(clips)).reshape(a, s, frames + 1, 2)  # (dy, dx)
+    dy = path[..., 0]  # (A, S, K+1)
+    mean_dy = dy.mean(1)  # (A, K+1): the typical path (a jump peaks at about the same frame)
+    top = (-mean_dy).amax(-1).clamp_min(1e-6)
+    back = ((mean_dy[:, -1] + top) / top).clamp(0, 1)  # (A,)
+    return [
+        ActionMotion(
+            action=i,
+            dx=float(path[i, :, -1, 1].mean()),
+            rise=float((-dy[i]).amax(-1).clamp_min(0).mean()),
+            drop=float(dy[i].amax(-1).clamp_min(0).mean()),
+            back=float(back[i]),
+        )
+        for i in range(a)
+    ]
+
+
+def name_motions(motions: list[ActionMotion]) -> list[str]:
+    """Names for measured actions (see the module doc); also sets each motion's `name`."""
+    h_max = max((abs(m.dx) for m in motions), default=0.0)
+    v_max = max((max(m.rise, m.drop) for m in motions), default=0.0)
+    h_min, v_min = max(MIN_PX, MOVE_SHARE * h_max), max(MIN_PX, MOVE_SHARE * v_max)
+    ups = [m for m in motions if m.rise >= v_min and m.rise >= m.drop]
+    downs = [m for m in motions if m.drop >= v_min and m.drop > m.rise]
+    gravity = bool(ups) and (not downs or float(np.mean([m.back for m in ups])) >= GRAVITY_BACK)
+
+    def base(m: ActionMotion) -> tuple[str, float]:
+        h = "right" if m.dx >= h_min else "left" if m.dx <= -h_min else ""
+        v = ""
+        if max(m.rise, m.drop) >= v_min:
+            v = "up" if m.rise >= m.drop else "down"
+        strength = abs(m.dx) / max(h_max, 1e-6) + max(m.rise, m.drop) / max(v_max, 1e-6)
+        if not h and not v:
+            return "noop", -strength  # the stillest code is the noop
+        if gravity and v == "up":
+            return ("jump-" + h if h else "jump"), strength
+        return v + h, strength
+
+    named = [base(m) for m in motions]
+    order = sorted(range(len(motions)), key=lambda i: -named[i][1])
+    seen: dict[str, int] = {}
+    names = [""] * len(motions)
+    for i in order:
+        n = named[i][0]
+        seen[n] = seen.get(n, 0) + 1
+        names[i] = n if seen[n] == 1 else f"{n} {seen[n]}"
+    for m, n in zip(motions, names, strict=True):
+        m.name = n
+    return names
+
+
+def start_frames(world, data: str | Path | None = None, count: int = 6) -> np.ndarray:
+    """uint8 (S, H, W, 3): the world's start frames (examples/), else frames of the data's
+    validation (or test, or train) episodes."""
+    from genie.utils.errors import UserError
+    from genie.utils.images import load_image
+
+    size = world.frame_size[0]
+    if world.examples:
+        return np.stack([load_image(p, size) for p in world.examples[:count]])
+    if data is None:
+        raise UserError(f"{world.root} has no examples/: give --data to take start frames from")
+    from genie.data.format import open_dataset, shard_path
+
+    m = open_dataset(data)
+    split = next((s for s in ("val", "test") if s in m.splits()), "train")
+    episodes = [e for e in m.episodes if e.split == split][:count]
+    out = []
+    for e in episodes:
+        frames = np.load(shard_path(data, e.shard, "frames"), mmap_mode="r")
+        out.append(load_image(np.asarray(frames[e.start + e.length // 3]), size))
+    return np.stack(out)
+
+
+def name_world_actions(
+    world_dir: str | Path, data: str | Path | None = None, write: bool = True, seed: int = 0
+) -> list[ActionMotion]:
+    """Measure and name a world's actions; with `write`, world.json gets the names, their keys
+    and the measurements ("actions.named_by")."""
+    from genie.world.engine import WorldEngine
+    from genie.world.folder import World, read_meta, set_action_labels, write_meta
+
+    world = World.from_folder(world_dir)
+    engine = WorldEngine(world, seed=seed)
+    motions = measure_actions(engine, start_frames(world, data))
+    names = name_motions(motions)
+    if write:
+        set_action_labels(world_dir, names)
+        meta = read_meta(world_dir)
+        meta["actions"]["named_by"] = {
+            "method": "motion in the world's own frames (genie name-actions)",
+            "frames_held": HOLD_FRAMES,
+            "motions": [asdict(m) for m in motions],
+        }
+        write_meta(world_dir, meta)
+    return motions
+
+
+def motion_table(motions: list[ActionMotion]) -> str:
+    rows = ["action  name          dx px   rise px  drop px  back"]
+    rows += [
+        f"{m.action:>6}  {m.name:<12} {m.dx:7.1f}  {m.rise:7.1f}  {m.drop:7.1f}  {m.back:4.2f}"
+        for m in motions
+    ]
+    return "\n".join(rows)
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser(
+        "name-actions",
+        help="name a latent-action world's actions (and give them keys) by what each does in "
+        "the world: camera scroll and sprite motion under each held action",
+    )
+    p.add_argument("--world", required=True, help="world folder (its world.json is updated)")
+    p.add_argument("--data", help="dataset to take start frames from when the world has no examples/")
+    p.add_argument("--dry-run", action="store_true", help="print the names, do not write them")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed of the rollouts")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    motions = name_world_actions(args.world, args.data, write=not args.dry_run, seed=args.seed)
+    print(motion_table(motions))
+    if not args.dry_run:
+        print(f"wrote the names and their keys to {Path(args.world) / 'world.json'}")
+    return 0
