@@ -45,6 +45,8 @@ def resolve_settings(args) -> Settings:
         "lr": args.lr,
         "clip_len": args.clip_len,
         "ema_decay": getattr(args, "ema_decay", None),
+        # `genie train world` spaces these out when a time budget gives a part many steps
+        **{k: getattr(args, k, None) for k in ("eval_every", "sample_every", "ckpt_every")},
     }
     backend = getattr(args, "backend", None)
     found = checkpoint.find(run_dir)

@@ -19,8 +19,9 @@ The plan (`plan_world`):
   `--resume` after a kill -9 continues the part it was in from its last checkpoint and skips
   the finished ones.
 * at the end: start frames (`W/examples/`, a handful of validation frames from different
-  episodes and moments), a short protocol evaluation with its strip/GIFs (`W/eval/`), and the
-  command to play it.
+  episodes and moments), names and keys for latent actions (`genie.world.naming`: what each
+  code does in the world), a short protocol evaluation with its strip/GIFs (`W/eval/`), and
+  the command to play it.
 """
 
 from __future__ import annotations
@@ -125,10 +126,25 @@ def budget_to_steps(plan: WorldPlan, precision: str) -> None:
     print(f"  total        {sum(p.seconds for p in plan.parts) / 60:6.1f} min ({prec})")
 
 
+def cadence(part: PartPlan, backend: str) -> dict[str, int]:
+    """Validation, sample strips and checkpoints about 10, 5 and 20 times a part, never more
+    often than its preset says: a tiny preset's every-10-steps would spend a budget that gives
+    it thousands of steps on writing files (its data-loading share is measured, this is not)."""
+    kind = "diffusion" if part.name == "dynamics" and backend == "diffusion" else part.name
+    train = presets.load(part.preset, kind).train
+    steps = part.steps or train.steps
+    return {
+        "eval_every": max(train.eval_every, steps // 10),
+        "sample_every": max(train.sample_every, steps // 5),
+        "ckpt_every": max(train.ckpt_every, steps // 20),
+    }
+
+
 def train_args(args, plan: WorldPlan, part: PartPlan, resume: bool) -> argparse.Namespace:
     """The `genie train PART` arguments of one part of the plan."""
     dyn = part.name == "dynamics"
     return argparse.Namespace(
+        **cadence(part, plan.backend),
         part=part.name, data=plan.data, world=plan.world, preset=part.preset, steps=part.steps,
         resume=resume, run_dir=part.run_dir, batch_size=None, lr=None, clip_len=None,
         ema_decay=None, precision=args.precision, mixed_precision=None,
@@ -187,11 +203,16 @@ def run(args) -> int:
 
 
 def finish(plan: WorldPlan, args) -> None:
-    """Start frames, a short evaluation with its strip, and the play command."""
+    """Start frames, names for latent actions, a short evaluation with its strip."""
     from genie.eval.cli import add_cli as add_eval_cli
 
     n = export_examples(plan.data, Path(plan.world))
     print(f"exported {n} start frames to {Path(plan.world) / 'examples'}")
+    if plan.action_source == "lam":  # no labels: name the codes by what they do, give them keys
+        from genie.world.naming import motion_table, name_world_actions
+
+        print("naming the latent actions by the motion each makes in the world:")
+        print(motion_table(name_world_actions(plan.world, plan.data, seed=args.seed)))
     out = Path(plan.world) / "eval"
     parser = argparse.ArgumentParser(prog="genie")
     add_eval_cli(parser.add_subparsers())
