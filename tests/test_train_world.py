@@ -101,3 +101,62 @@ def test_a_killed_run_resumes_in_the_part_it_was_in(data, tmp_path):
     assert np.isfinite(
         json.loads((world / "eval" / "metrics.json").read_text())["tokenizer"]["psnr"]
     )
+
+
+def _torchrun(args: list, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.Popen([str(c) for c in cmd + args], cwd=ROOT, env=env, text=True,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _losses(run: Path) -> np.ndarray:
+    rows = (run / "metrics.csv").read_text().splitlines()
+    head = rows[0].split(",")
+    col = head.index("loss")
+    return np.array([float(r.split(",")[col]) for r in rows[1:] if r.split(",")[col]])
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_with_the_same_global_batch(data, tmp_path):
+    """The autoencoder, 2 processes x batch 2 against 1 process x batch 4 (same seed, same
+    clips per step): the loss curves agree within noise (the posterior samples differ)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["autoencoder", "--data", data, "--preset", "tiny", "--steps", "16", "--log-every", "1",
+              "--eval-batches", "1", "--precision", "fp32"]  # fmt: skip
+    two = _torchrun(["-m", "training", *common, "--world", tmp_path / "w2", "--run-dir",
+                     tmp_path / "r2", "--batch-size", "2"], env)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 process(es)" in two.stdout
+    one = subprocess.run([sys.executable, "-m", "training", *map(str, common), "--world",
+                          str(tmp_path / "w1"), "--run-dir", str(tmp_path / "r1"), "--batch-size", "4"],
+                         cwd=ROOT, env=env, capture_output=True, text=True)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    l1, l2 = _losses(tmp_path / "r1"), _losses(tmp_path / "r2")
+    assert len(l1) == len(l2) == 16
+    assert l1[-1] < 0.7 * l1[0] and l2[-1] < 0.7 * l2[0]  # both learned
+    rel = np.abs(l1 - l2) / l1
+    assert rel.max() < 0.05, rel  # the same curve, step by step, within 5%
+
+
+@pytest.mark.slow
+def test_train_world_under_two_processes(data, tmp_path):
+    """`genie train world` through torchrun: every part trains on 2 processes with the step
+    counts rank 0 measured; rank 0 alone writes the plan, the start frames and the evaluation."""
+    world = tmp_path / "world"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = _torchrun(["-m", "training", "world", "--data", data, "--world", world, "--runs",
+                     tmp_path / "runs", "--hours", "0.002", "--eval-episodes", "2", "--precision", "fp32"], env)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("2 process(es)") == 2  # the autoencoder and the dynamics
+    plan = WorldPlan.load(world)
+    assert all(p.done for p in plan.parts)
+    assert (world / "eval" / "report.md").is_file() and list((world / "examples").glob("*.png"))
+    engine = WorldEngine.load(world)
+    engine.reset(sorted((world / "examples").glob("*.png"))[0])
+    assert engine.rollout([0, 1]).shape == (2, 32, 32, 3)

@@ -1,4 +1,4 @@
-"""`python -m training PART ...` (what `accelerate launch -m training PART ...` runs): the
+"""`python -m training world|PART ...` (what `accelerate launch -m training ...` runs): the
 arguments of `genie train`, its one-line errors and exit code 2."""
 
 import sys

@@ -109,15 +109,8 @@ PART_HELP = {
 }
 
 
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a whole world (genie train world), or one part of it",
-        description="Train a world: `genie train world` trains every part it needs, in order, "
-        "under one time budget; `genie train PART` trains one part (order: tokenizer or "
-        "autoencoder, lam, dynamics). Multi-process: accelerate launch --num_processes N -m "
-        "training PART ... (same arguments).",
-    )
+def add_parts(p: argparse.ArgumentParser) -> None:
+    """`world` and one subcommand per part, under `genie train` and `python -m training`."""
     parts = p.add_subparsers(dest="part", metavar="PART", required=True)
     w = parts.add_parser("world", help="every part a world needs, in order (training/world.py)")
     from training.world import add_args as add_world_args
@@ -128,6 +121,18 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         q = parts.add_parser(name, help=PART_HELP[name])
         add_train_args(q, positional=False)
         q.set_defaults(func=run_train, part=name)
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a whole world (genie train world), or one part of it",
+        description="Train a world: `genie train world` trains every part it needs, in order, "
+        "under one time budget; `genie train PART` trains one part (order: tokenizer or "
+        "autoencoder, lam, dynamics). Multi-process: accelerate launch --num_processes N -m "
+        "training PART ... (same arguments).",
+    )
+    add_parts(p)
 
     p = sub.add_parser("plot", help="plot a training run's loss and validation curves")
     p.add_argument("run_dir", help="run folder holding metrics.csv")
@@ -170,15 +175,15 @@ def run_plot(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m training PART ...` (what `accelerate launch -m training` runs):
+    """`python -m training world|PART ...` (what `accelerate launch -m training` runs):
     `genie train`'s arguments, its one-line errors and exit code 2."""
     from genie.utils.errors import UserError
 
     parser = argparse.ArgumentParser(prog="python -m training")
-    add_train_args(parser)
+    add_parts(parser)
     args = parser.parse_args(argv)
     try:
-        return run_train(args)
+        return args.func(args)
     except UserError as e:
         print(f"genie train: error: {e}", file=sys.stderr)
         return 2

@@ -181,7 +181,8 @@ def train(args) -> int:
     accelerator.wait_for_everyone()
     del batches, loss_module, loader  # DDP and loader state go before the process group
     accelerator.free_memory()
-    accelerator.end_training()
+    if not getattr(args, "keep_process_group", False):  # `genie train world` trains more parts
+        accelerator.end_training()
     return 0
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -151,6 +152,7 @@ def train_args(args, plan: WorldPlan, part: PartPlan, resume: bool) -> argparse.
         action_source=plan.action_source if dyn else None,
         backend=plan.backend if dyn else None, workers=0, seed=args.seed, stop_at=None,
         init_from=None, freeze_encoder=False, log_every=10, eval_batches=4, debug_shards=False,
+        keep_process_group=True,  # one process group for all the parts (several processes)
     )  # fmt: skip
 
 
@@ -161,10 +163,11 @@ def run(args) -> int:
 
     if args.hours is not None and args.hours <= 0:
         raise UserError("--hours must be > 0")
+    main = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch / torchrun: rank 0 writes
     if args.resume:
         plan = WorldPlan.load(args.world)
     else:
-        if (Path(args.world) / PLAN_FILE).is_file():
+        if main and (Path(args.world) / PLAN_FILE).is_file():
             raise UserError(
                 f"{args.world} already has a training plan: add --resume, or use another --world"
             )
@@ -177,6 +180,8 @@ def run(args) -> int:
         if part.done:
             continue
         resuming = find(Path(part.run_dir)) is not None
+        if part.seconds and part.steps is None and not main:  # every process the same steps
+            part.steps = wait_for_steps(plan.world, i)
         if part.seconds and part.steps is None:  # the budget becomes steps, once, before starting
             from genie.utils.precision import resolve_precision
 
@@ -186,20 +191,48 @@ def run(args) -> int:
             print(
                 f"{part.name}: {part.seconds / 60:.0f} min at {sps:.2f} s/step -> {part.steps} steps"
             )
-        plan.save()
+        if main:
+            plan.save()
         print(f"[{i + 1}/{len(plan.parts)}] {part.name} ({'resuming' if resuming else 'starting'}, "
               f"run dir {part.run_dir})")  # fmt: skip
         rc = train(train_args(args, plan, part, resume=resuming))
         if rc:
             return rc
         part.done = True
-        plan.save()
+        if main:
+            plan.save()
+    _end_process_group()
+    if not main:  # the other processes trained their share; start frames and names: rank 0's
+        return 0
     finish(plan, args)
     minutes = (time.time() - started) / 60
     print(
         f"world ready in {minutes:.1f} min this sitting. Play it: genie play --world {plan.world}"
     )
     return 0
+
+
+def _end_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def wait_for_steps(world: str, index: int, timeout_s: float = 600.0) -> int:
+    """Processes other than rank 0 take a part's step count from the plan rank 0 measured and
+    saved (two processes counting steps apart would wait for each other forever)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            steps = WorldPlan.load(world).parts[index].steps
+        except (UserError, json.JSONDecodeError, IndexError):
+            steps = None
+        if steps is not None:
+            return steps
+        time.sleep(0.5)
+    raise UserError(f"rank 0 did not plan part {index} of {world} within {timeout_s:.0f} s")
 
 
 def finish(plan: WorldPlan, args) -> None:
