@@ -1,11 +1,14 @@
 """How identifiable is a single recorded action from the frames around it?
 
 A supervised probe, the ceiling check for latent-action accuracy: a small CNN sees the frames
-(x_{t-1}, x_t, x_{t+1}) and is trained *with the true labels* to predict the action a_t taken
-between x_t and x_{t+1}. If even this cannot beat chance on a dataset, no latent action model
-can name that dataset's actions step by step (docs/RESULTS.md, "Latent actions on CoinRun").
+(x_{t-before}, ..., x_t, x_{t+1}, ..., x_{t+after}) (default 1 and 1) and is trained *with the
+true labels* to predict the action a_t taken between x_t and x_{t+1}. If even this cannot beat
+chance on a dataset, no latent action model can name that dataset's actions step by step
+(docs/RESULTS.md, "Latent actions on CoinRun"). --distinct scores the game's distinct actions
+(CoinRun's 15 buttons -> 6).
 
     python scripts/action_probe.py --data data/coinrun --steps 1500
+    python scripts/action_probe.py --data data/coinrun-sticky --distinct --before 2 --after 1
 """
 
 from __future__ import annotations
@@ -22,24 +25,27 @@ from tqdm import tqdm
 from genie.data.dataset import ClipDataset
 
 
-def load(root: str, split: str, n: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n random 3-frame clips -> frames uint8 (n, 3, H, W, 3), the middle transition's action (n,)."""
-    ds = ClipDataset(root, split=split, clip_len=3, stride=stride)
+def load(
+    root: str, split: str, n: int, stride: int, before: int = 1, after: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random clips of before + 1 + after frames -> frames uint8 (n, T, H, W, 3) and the
+    action taken at frame `before` (n,)."""
+    ds = ClipDataset(root, split=split, clip_len=before + 1 + after, stride=stride)
     idx = np.random.default_rng(0).choice(len(ds), min(n, len(ds)), replace=False)
     frames, actions = [], []
     for i in tqdm(idx, desc=f"loading {split}", unit="clip"):
         item = ds[int(i)]
         frames.append(item["frames"])
-        actions.append(int(item["actions"][1]))
+        actions.append(int(item["actions"][before]))
     return torch.stack(frames), torch.tensor(actions)
 
 
 class Probe(nn.Module):
-    """3 RGB frames stacked as 9 channels -> 4 stride-2 conv stages -> global mean -> logits."""
+    """T RGB frames stacked as 3T channels -> 4 stride-2 conv stages -> global mean -> logits."""
 
-    def __init__(self, num_actions: int):
+    def __init__(self, num_actions: int, frames: int = 3):
         super().__init__()
-        widths, layers = [9, 32, 64, 96, 128], []
+        widths, layers = [3 * frames, 32, 64, 96, 128], []
         for a, b in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GELU()]
             layers += [nn.Conv2d(b, b, 3, padding=1), nn.GELU()]
@@ -47,7 +53,7 @@ class Probe(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = frames.float() / 255 * 2 - 1  # (B, 3, H, W, C)
-        x = x.permute(0, 1, 4, 2, 3).flatten(1, 2)  # (B, 9, H, W)
+        x = x.permute(0, 1, 4, 2, 3).flatten(1, 2)  # (B, 3T, H, W)
         return self.head(self.features(x).mean((2, 3)))
 
 
@@ -59,13 +65,23 @@ def main() -> None:
     p.add_argument("--test-pairs", type=int, default=10000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--before", type=int, default=1, help="frames seen before x_t")
+    p.add_argument("--after", type=int, default=1, help="frames seen after x_t (>= 1)")
+    p.add_argument("--distinct", action="store_true", help="score the game's distinct actions")
     args = p.parse_args()
     torch.manual_seed(0)
     t0 = time.time()
-    x_train, a_train = load(args.data, "train", args.train_pairs, stride=3)
-    x_test, a_test = load(args.data, "test", args.test_pairs, stride=1)
-    n = int(ClipDataset(args.data, split="test", clip_len=3).num_actions)
-    net = Probe(n)
+    window = dict(before=args.before, after=args.after)
+    x_train, a_train = load(args.data, "train", args.train_pairs, stride=3, **window)
+    x_test, a_test = load(args.data, "test", args.test_pairs, stride=1, **window)
+    n = int(ClipDataset(args.data, split="test", clip_len=1).num_actions)
+    if args.distinct:
+        distinct = ClipDataset(args.data, split="test", clip_len=1).distinct_actions
+        if distinct is None:
+            raise SystemExit(f"{args.data} does not know its game's distinct actions")
+        of = torch.as_tensor(distinct["of"])
+        a_train, a_test, n = of[a_train], of[a_test], len(distinct["labels"])
+    net = Probe(n, args.before + 1 + args.after)
     opt = torch.optim.AdamW(net.parameters(), args.lr)
 
     def test_accuracy() -> float:
