@@ -189,3 +189,24 @@ def test_defaults_are_the_settings_that_work_and_older_configs_keep_theirs(tmp_p
     path.write_text(json.dumps(saved))
     loaded = LatentActionModel.from_pretrained(tmp_path / "old").config
     assert loaded == dataclasses.replace(old, config_version=1)
+
+
+def test_a_decoder_that_sees_the_last_frame_alone():
+    """decoder_sees="last": with the actions fixed, the prediction of frame t+1 depends on
+    frame t alone, not on earlier frames (past motion can't stand in for the action); with
+    "past" (Genie) it does."""
+    frames = make_batch(2, 5, seed=1, **WORLD)["frames"]
+    changed = frames.clone()
+    changed[:, 0] = 255 - changed[:, 0]  # frame 1 changes
+    for sees in ("last", "past"):
+        torch.manual_seed(0)
+        model = LatentActionModel(tiny_config(decoder_sees=sees)).eval()
+        torch.nn.init.normal_(model.to_patch.weight, std=0.02)  # not the "copy" start
+        fixed = torch.randn(2, 4, model.config.action_dim)
+        model._encode = lambda x, update_stats, z=fixed: z  # the same actions for both clips
+        a, b = model(frames).recon, model(changed).recon
+        assert not torch.allclose(a[:, 0], b[:, 0])  # frame 2 is predicted from frame 1
+        later_same = torch.allclose(a[:, 1:], b[:, 1:])
+        assert later_same == (sees == "last"), sees
+    with pytest.raises(ValueError, match="decoder_sees"):
+        tiny_config(decoder_sees="all")

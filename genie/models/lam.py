@@ -77,6 +77,10 @@ class LAMConfig:
         "frames+diff"  # what the encoder embeds per patch: "frames" (x_t, as Genie),
     )
     # "diff" (x_t - x_{t-1}) or "frames+diff" (both): with the difference, motion is visible from step 0
+    decoder_sees: str = "past"  # the decoder predicting x_{t+1}: "past" = x_1..x_t (Genie), "last" =
+    # x_t alone. Where players hold keys (and games have momentum) the past already says where
+    # things are going, so a decoder that sees it needs no action and the codes collapse; one
+    # that sees x_t alone must take the motion from a_t
     # the defaults above are the settings that recovered true actions (tests/test_lam.py, the
     # shipped CoinRun LAM); a config.json without this field is version 1, whose missing fields
     # take the defaults of then (`LEGACY_DEFAULTS`), so older worlds keep their behaviour
@@ -95,6 +99,8 @@ class LAMConfig:
             raise ValueError(f"vq_metric must be 'cosine' or 'euclidean', got {self.vq_metric!r}")
         if self.vq_warmup_steps < 0:
             raise ValueError("vq_warmup_steps must be >= 0")
+        if self.decoder_sees not in ("past", "last"):
+            raise ValueError(f"decoder_sees must be 'past' or 'last', got {self.decoder_sees!r}")
         if self.encoder_input not in ("frames", "diff", "frames+diff"):
             raise ValueError(
                 f"encoder_input must be 'frames', 'diff' or 'frames+diff', got {self.encoder_input!r}"
@@ -220,7 +226,13 @@ class LatentActionModel(nn.Module, PretrainedMixin):
             gh, gw = self.config.grid
             g = rearrange(h, "b t (h w) d -> (b t) d h w", h=gh)
             h = h + rearrange(self.dec_mix(g), "(b t) d h w -> b t (h w) d", b=h.shape[0])
-        out = self.to_patch(self.decoder(h)) * 0.5  # (B, T-1, N, P*P*3), [-1,1] -> [0,1] scale
+        if self.config.decoder_sees == "last":  # each frame alone: no past motion to extend
+            b = h.shape[0]
+            h = self.decoder(rearrange(h, "b t n d -> (b t) 1 n d"))
+            h = rearrange(h, "(b t) 1 n d -> b t n d", b=b)
+        else:
+            h = self.decoder(h)
+        out = self.to_patch(h) * 0.5  # (B, T-1, N, P*P*3), [-1,1] -> [0,1] scale
         gh, gw = self.config.grid
         p = self.config.patch_size
         out = rearrange(out, "b t (h w) (p q c) -> b t (h p) (w q) c", h=gh, w=gw, p=p, q=p)
