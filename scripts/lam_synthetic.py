@@ -50,7 +50,9 @@ def main() -> None:
     model.eval()
     fit, held = make_batch(64, 6, seed=5_000, **world), make_batch(64, 6, seed=10_000, **world)
     n = model.num_actions
-    _, mapping = best_mapping_accuracy(model.infer_actions(fit["frames"]), fit["actions"][:, :-1], n, 5)
+    _, mapping = best_mapping_accuracy(
+        model.infer_actions(fit["frames"]), fit["actions"][:, :-1], n, 5
+    )
     acc, _ = best_mapping_accuracy(
         model.infer_actions(held["frames"]), held["actions"][:, :-1], n, 5, mapping=mapping
     )

@@ -163,7 +163,9 @@ def run(args) -> int:
 
     if args.hours is not None and args.hours <= 0:
         raise UserError("--hours must be > 0")
-    main = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch / torchrun: rank 0 writes
+    main = (
+        int(os.environ.get("RANK", "0")) == 0
+    )  # under accelerate launch / torchrun: rank 0 writes
     if args.resume:
         plan = WorldPlan.load(args.world)
     else:

@@ -77,7 +77,9 @@ class LAMConfig:
         "frames+diff"  # what the encoder embeds per patch: "frames" (x_t, as Genie),
     )
     # "diff" (x_t - x_{t-1}) or "frames+diff" (both): with the difference, motion is visible from step 0
-    decoder_sees: str = "past"  # the decoder predicting x_{t+1}: "past" = x_1..x_t (Genie), "last" =
+    decoder_sees: str = (
+        "past"  # the decoder predicting x_{t+1}: "past" = x_1..x_t (Genie), "last" =
+    )
     # x_t alone. Where players hold keys (and games have momentum) the past already says where
     # things are going, so a decoder that sees it needs no action and the codes collapse; one
     # that sees x_t alone must take the motion from a_t

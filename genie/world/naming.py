@@ -169,7 +169,9 @@ def add_cli(sub) -> None:
         "the world: camera scroll and sprite motion under each held action",
     )
     p.add_argument("--world", required=True, help="world folder (its world.json is updated)")
-    p.add_argument("--data", help="dataset to take start frames from when the world has no examples/")
+    p.add_argument(
+        "--data", help="dataset to take start frames from when the world has no examples/"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the names, do not write them")
     p.add_argument("--seed", type=int, default=0, help="sampling seed of the rollouts")
     p.set_defaults(func=_run_cli)
