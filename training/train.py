@@ -46,10 +46,6 @@ def train(args) -> int:
     s = resolve_settings(args)
     cfg, run_dir = s.train, s.run_dir
     precision = requested_precision(args)
-    if precision == "auto":  # a part measured slower in bf16 says so (its `auto_precision`)
-        from genie.models.registry import kind
-
-        precision = getattr(kind(s.kind).model_class, "auto_precision", "auto")
     accelerator = make_accelerator(precision)
     device, main, say = accelerator.device, accelerator.is_main_process, accelerator.print
     train_ds, val_ds = load_data(s, say)

@@ -36,7 +36,31 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """x: (..., K, dim); cos/sin: (K, dim). Rotate-half form (GPT-NeoX)."""
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # bf16 q/k stay bf16 (no fp32 pass and cast)
     return x * cos + rotated * sin
+
+
+# ----------------------------------------------------------------------------- norm
+
+
+def cpu_bf16_autocast() -> bool:
+    """True inside `torch.autocast("cpu", dtype=torch.bfloat16)`."""
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+class LayerNorm(nn.LayerNorm):
+    """`nn.LayerNorm` (same weights and state dict) that under bf16 autocast on a CPU normalises
+    bf16 values (the kernel accumulates in fp32, the weights stay fp32) instead of autocast's
+    fp32 pass: its output feeds a bf16 matmul either way, and the fp32 pass, its backward and
+    the casts around it cost about 6% of a diffusion training step (genie bench train)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and cpu_bf16_autocast():
+            with torch.autocast("cpu", enabled=False):
+                return F.layer_norm(
+                    x.to(torch.bfloat16), self.normalized_shape, self.weight, self.bias, self.eps
+                )
+        return super().forward(x)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -67,8 +91,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim)
         # qk-norm keeps attention logits bounded: stabler training at higher learning rates
-        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.q_norm = LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = LayerNorm(self.head_dim) if qk_norm else nn.Identity()
 
     def project(self, x: torch.Tensor):
         """x: (B', L, D) -> q, k, v each (B', H, L, Dh)."""
@@ -96,7 +120,11 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        h = self.fc1(x)
+        # tanh GELU as trained; under bf16 autocast the exact (erf) form, whose bf16 CPU kernel
+        # runs 4x faster forward and 2x backward (measured, 6.3 M values); the two differ by
+        # under 1e-3, below bf16's rounding of these activations
+        return self.fc2(F.gelu(h, approximate="none" if h.dtype == torch.bfloat16 else "tanh"))
 
 
 # ----------------------------------------------------------------------------- cache
@@ -161,11 +189,11 @@ class STBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
         super().__init__()
-        self.norm_s = nn.LayerNorm(dim)
+        self.norm_s = LayerNorm(dim)
         self.spatial = Attention(dim, heads)
-        self.norm_t = nn.LayerNorm(dim)
+        self.norm_t = LayerNorm(dim)
         self.temporal = Attention(dim, heads)
-        self.norm_m = nn.LayerNorm(dim)
+        self.norm_m = LayerNorm(dim)
         self.mlp = MLP(dim, mlp_ratio)
 
     def _spatial(self, x: torch.Tensor) -> torch.Tensor:
@@ -212,7 +240,7 @@ class STTransformer(nn.Module):
         self.heads = heads
         self.head_dim = dim // heads
         self.blocks = nn.ModuleList([STBlock(dim, heads, mlp_ratio) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
 
     def forward(
         self,

@@ -136,9 +136,6 @@ class LatentActionModel(nn.Module, PretrainedMixin):
 
     config_class = LAMConfig
     model_type = "lam"
-    # `genie bench train --preset coinrun-play`: its training step ran 0.43x as fast under bf16
-    # autocast as in fp32 on an avx512_bf16 CPU, so "auto" precision trains it in fp32
-    auto_precision = "fp32"
 
     def __init__(self, config: LAMConfig):
         super().__init__()

@@ -32,6 +32,7 @@ from genie.models.blocks import (
     MLP,
     Attention,
     KVCache,
+    LayerNorm,
     STTransformer,
     VectorQuantizer,
     init_weights,
@@ -110,8 +111,8 @@ class SpatialBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float):
         super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
-        self.norm2, self.mlp = nn.LayerNorm(dim), MLP(dim, mlp_ratio)
+        self.norm1, self.attn = LayerNorm(dim), Attention(dim, heads)
+        self.norm2, self.mlp = LayerNorm(dim), MLP(dim, mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -142,7 +143,7 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
         self.encoder = nn.ModuleList(
             [SpatialBlock(c.width, c.heads, c.mlp_ratio) for _ in range(c.enc_depth)]
         )
-        self.enc_norm = nn.LayerNorm(c.width)
+        self.enc_norm = LayerNorm(c.width)
         self.to_code = nn.Linear(c.width, c.code_dim)
         self.center = CenteredLatent(c.code_dim)
         self.vq = VectorQuantizer(
