@@ -172,10 +172,9 @@ class DynamicsModel(nn.Module, PretrainedMixin):
         h = h[..., 1:, :]  # drop the action slot
         logits = self.head(h)
         if self.copy_gate is not None and prev_tokens is not None:
-            bonus = self.copy_gate(h)  # (..., N, 1)
-            logits = logits + bonus * F.one_hot(prev_tokens, self.config.vocab_size).to(
-                logits.dtype
-            )
+            bonus = self.copy_gate(h)  # (..., N, 1): added to the logit of each token's previous id
+            # (the same sum as adding bonus * one_hot(prev), without the (..., N, V) one-hot)
+            logits = logits.scatter_add(-1, prev_tokens[..., None], bonus.to(logits.dtype))
         return logits
 
     # ------------------------------------------------------------------ training
