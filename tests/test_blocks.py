@@ -2,7 +2,8 @@
 
 import torch
 
-from genie.models.blocks import STTransformer, VectorQuantizer
+from genie.models.blocks import STTransformer
+from genie.models.quantizer import VectorQuantizer
 
 
 def test_step_with_cache_equals_full_causal_forward():

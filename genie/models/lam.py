@@ -29,15 +29,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from genie.models.blocks import (
-    QuantizerOutput,
-    STTransformer,
-    VectorQuantizer,
-    init_weights,
-    neighbourhood_conv,
-)
+from genie.models.blocks import STTransformer, init_weights, neighbourhood_conv
 from genie.models.layers import CenteredLatent, conv_stem, init_convs
 from genie.models.pretrained import PretrainedMixin
+from genie.models.quantizer import QuantizerOutput, VectorQuantizer
 from genie.utils.images import frame_rows, to_float
 from genie.utils.metrics import best_mapping_accuracy, psnr
 

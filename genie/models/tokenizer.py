@@ -34,11 +34,11 @@ from genie.models.blocks import (
     KVCache,
     LayerNorm,
     STTransformer,
-    VectorQuantizer,
     init_weights,
 )
 from genie.models.layers import CenteredLatent, conv_stem, conv_upsampler, init_convs
 from genie.models.pretrained import PretrainedMixin
+from genie.models.quantizer import VectorQuantizer
 from genie.utils.images import frame_rows, to_float
 from genie.utils.metrics import psnr, ssim
 
