@@ -57,7 +57,9 @@ def decode(url: str) -> np.ndarray:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--world", required=True)
-    p.add_argument("--key", default="ArrowRight", help="KeyboardEvent.key held (default ArrowRight)")
+    p.add_argument(
+        "--key", default="ArrowRight", help="KeyboardEvent.key held (default ArrowRight)"
+    )
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--examples", help="example indices, e.g. 0,2 (default: all)")
     p.add_argument("--out", type=Path, required=True, help="folder for example_<i>.gif")
@@ -70,7 +72,9 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     world = World.from_folder(args.world)
-    picks = [int(i) for i in args.examples.split(",")] if args.examples else range(len(world.examples))
+    picks = (
+        [int(i) for i in args.examples.split(",")] if args.examples else range(len(world.examples))
+    )
     demo = playground.build_demo(world, max_players=2, seed=0, clock=False)
     url = playground.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -96,7 +100,10 @@ def main() -> int:
                 times = np.array([t for t, _ in shown]) / 1000
                 frames = [decode(u) for _, u in shown]
                 size = world.frame_size[0] * args.scale
-                frames = [np.asarray(Image.fromarray(f).resize((size, size), Image.NEAREST)) for f in frames]
+                frames = [
+                    np.asarray(Image.fromarray(f).resize((size, size), Image.NEAREST))
+                    for f in frames
+                ]
                 keep = [0]  # thin to --gif-fps, each kept frame shown until the next kept one
                 for j in range(1, len(times)):
                     if times[j] - times[keep[-1]] >= 1 / args.gif_fps:
