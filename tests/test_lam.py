@@ -12,6 +12,7 @@ from synthetic import ACTIONS, make_batch
 from genie.models.lam import LAMConfig, LatentActionModel
 from genie.utils.images import to_float
 from genie.utils.metrics import best_mapping_accuracy
+from genie.utils.precision import autocast, resolve_precision
 
 # The LAM's patches are 4 px and the sprite moves 4 px per step: an action then looks the same
 # wherever the sprite is. (With moves smaller than a patch, "up" seen at two offsets inside a
@@ -107,8 +108,10 @@ def test_latent_actions_recover_the_true_actions():
     model = LatentActionModel(tiny_config(**LEARNS))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, LAM_STEPS)  # as the trainer's
+    precision = resolve_precision("auto")[0]  # bf16 where this CPU runs it faster: it learns too
     for step in range(LAM_STEPS):
-        loss, _ = model.compute_loss(make_batch(16, 6, seed=step, **WORLD))
+        with autocast(precision):
+            loss, _ = model.compute_loss(make_batch(16, 6, seed=step, **WORLD))
         opt.zero_grad()
         loss.backward()
         opt.step()
