@@ -67,10 +67,12 @@ class Probe(nn.Module):
 
     def __init__(self, num_actions: int, frames: int, channels: int = 3, size: int = 64):
         super().__init__()
-        stages = max(1, int(math.log2(size)) - 2)  # 64 px: 4 stages (as before); an 8x8 grid: 1
-        widths, layers = [channels * frames, 32, 64, 96, 128][: stages + 1], []
-        for a, b in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GELU()]
+        # the same 4 stages for pixels and latents; each halves the size until it is 4 (64 px:
+        # all 4, as before; an 8x8 latent grid: the first), so both probes have one capacity
+        halvings = max(0, int(math.log2(size)) - 2)
+        widths, layers = [channels * frames, 32, 64, 96, 128], []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            layers += [nn.Conv2d(a, b, 3, stride=2 if i < halvings else 1, padding=1), nn.GELU()]
             layers += [nn.Conv2d(b, b, 3, padding=1), nn.GELU()]
         self.features, self.head = nn.Sequential(*layers), nn.Linear(widths[-1], num_actions)
 

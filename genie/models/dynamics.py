@@ -174,6 +174,7 @@ class DynamicsModel(nn.Module, PretrainedMixin):
         if self.copy_gate is not None and prev_tokens is not None:
             bonus = self.copy_gate(h)  # (..., N, 1): added to the logit of each token's previous id
             # (the same sum as adding bonus * one_hot(prev), without the (..., N, V) one-hot)
+            assert prev_tokens.shape == logits.shape[:-1], (prev_tokens.shape, logits.shape)
             logits = logits.scatter_add(-1, prev_tokens[..., None], bonus.to(logits.dtype))
         return logits
 

@@ -61,11 +61,14 @@ class VectorQuantizer(nn.Module):
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """(..., dim) prepared latents -> (...) ids of the nearest codes (no restarts, no loss)."""
-        codes = self.normalized_codebook()
-        if self.metric == "cosine":
-            return (z @ codes.t()).argmax(dim=-1)
-        d = (z * z).sum(-1, keepdim=True) - 2 * z @ codes.t() + (codes * codes).sum(-1)
-        return d.argmin(dim=-1)
+        # in fp32 even under autocast: in bf16, |z|^2 - 2 z.c + |c|^2 cancels and can pick the
+        # wrong one of two close codes (the product is tiny; its cost does not show)
+        with torch.autocast(z.device.type, enabled=False):
+            z, codes = z.float(), self.normalized_codebook().float()
+            if self.metric == "cosine":
+                return (z @ codes.t()).argmax(dim=-1)
+            d = (z * z).sum(-1, keepdim=True) - 2 * z @ codes.t() + (codes * codes).sum(-1)
+            return d.argmin(dim=-1)
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (...) -> (..., dim)"""
