@@ -135,7 +135,9 @@ class Part:
         if self.action_source == "true" and self.action_map is not None:
             table = torch.tensor(self.action_map, dtype=torch.long, device=raw["actions"].device)
             raw = {**raw, "actions": table[raw["actions"].long().clamp(min=0)]}
-        return self.model_class.make_batch(raw, self.tokenizer, self.lam)
+        batch = self.model_class.make_batch(raw, self.tokenizer, self.lam)
+        # the frozen parts may run under the trainer's autocast (bf16): the model sees fp32
+        return {k: v.float() if torch.is_floating_point(v) else v for k, v in batch.items()}
 
     def frames_per_clip_step(self, batch: dict) -> tuple[int, int]:
         """(frames, tokens) a training batch holds: throughput units."""

@@ -114,7 +114,8 @@ def train(args) -> int:
                 f"{progress.step + 1} " + " ".join(map(str, raw["index"].tolist())) + "\n"
             )
 
-        batch = part.batch(raw)
+        with accelerator.autocast():  # the frozen tokenizer/LAM encode at the run's precision
+            batch = part.batch(raw)
         loss, metrics = loss_module(batch)
         accelerator.backward(loss)
         if cfg.grad_clip:
