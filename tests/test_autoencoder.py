@@ -134,3 +134,32 @@ def test_reconstruction_psnr_is_measured_on_the_frames(tmp_path):
     frames = make_batch(2, 2, seed=4)["frames"]
     want = psnr(ae.reconstruct(frames), to_float(frames)).mean().item()
     assert ae.evaluate({"frames": frames})["psnr"] == pytest.approx(want)
+
+
+def test_a_patchgan_fine_tune_of_a_trained_decoder(tmp_path):
+    """`--init-from A --freeze-encoder --set adv_weight=...`: a trained autoencoder saved
+    without a discriminator gets a fresh one, the decoder trains against it, the encoder (every
+    frame's latents) stays as it was; fields that don't exist or don't fit the weights fail in
+    one line."""
+    data = write_dataset(tmp_path / "data", episodes=4, length=8, val_episodes=1)
+    torch.manual_seed(0)
+    FrameAutoencoder(AutoencoderConfig(**TINY)).save_pretrained(tmp_path / "a")
+    common = ["--data", data, "--world", tmp_path / "w", "--preset", "tiny", "--eval-batches", "1",
+              "--init-from", tmp_path / "a", "--freeze-encoder"]  # fmt: skip
+    run = ["train", "autoencoder", *common, "--steps", "3", "--run-dir", tmp_path / "r"]
+    assert main([str(a) for a in [*run, "--set", "adv_weight=0.5", "--set", "adv_start=0"]]) == 0
+    tuned = FrameAutoencoder.from_pretrained(tmp_path / "w" / "tokenizer")
+    assert tuned.config.adv_weight == 0.5 and tuned.disc is not None
+    header = (tmp_path / "r" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"adv", "disc"} <= set(header)
+    before = FrameAutoencoder.from_pretrained(tmp_path / "a")
+    frames = make_batch(2, 2, seed=5)["frames"]
+    assert torch.equal(tuned.encode_latents(frames), before.encode_latents(frames))
+    assert not torch.equal(tuned.decode_latents(before.encode_latents(frames)),
+                           before.decode_latents(before.encode_latents(frames)))  # fmt: skip
+    meta = json.loads((tmp_path / "w" / "world.json").read_text())
+    assert meta["training"]["tokenizer"]["set"] == {"adv_weight": 0.5, "adv_start": 0}
+    bad = {"no_such_field=1": "r-bad1", "latent_channels=8": "r-bad2", "adv_weight": "r-bad3"}
+    for item, run_dir in bad.items():
+        args = ["train", "autoencoder", *common, "--steps", "1", "--run-dir", tmp_path / run_dir]
+        assert main([str(a) for a in [*args, "--set", item]]) == 2, item

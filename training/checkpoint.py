@@ -103,6 +103,7 @@ def trainer_state(settings, progress: Progress, part, num_processes: int) -> dic
         "init_from": s.init_from,
         "fingerprints": world_fingerprints(s.world, s.part, part.action_source),
         "freeze_encoder": s.freeze_encoder,
+        "model_set": s.model_set,
     }
 
 
@@ -198,6 +199,7 @@ def export_info(settings, progress: Progress, part, accelerator, metrics: dict) 
         "wall_clock_s": round(progress.elapsed_s, 1),
         **({"init_from": s.init_from} if s.init_from else {}),
         **({"decoder_only": True} if s.freeze_encoder else {}),
+        **({"set": s.model_set} if s.model_set else {}),
         "ema": s.train.ema_decay,
         "metrics": metrics,
         **part.export_info(),

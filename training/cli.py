@@ -85,6 +85,16 @@ def add_train_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
         "part trained before; its config replaces the preset's model config",
     )
     p.add_argument(
+        "--set",
+        dest="model_set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="replace one field of the model config (the preset's, or --init-from's), e.g. "
+        "--set adv_weight=0.05 to sharpen a trained autoencoder's decoder with a PatchGAN; "
+        "VALUE is JSON (numbers, true/false, lists) or a plain string; repeatable",
+    )
+    p.add_argument(
         "--freeze-encoder",
         action="store_true",
         help="tokenizer only: train the decoder alone; the encoder and codebook (every frame's "

@@ -31,6 +31,7 @@ class Settings:
     backend: str | None = None  # dynamics: "maskgit" | "diffusion"; None: default (maskgit)
     init_from: str | None = None  # part folder the weights started from, as given
     freeze_encoder: bool = False  # tokenizer: train the decoder alone
+    model_set: dict[str, Any] = dataclasses.field(default_factory=dict)  # --set KEY=VALUE
     checkpoint: Path | None = None  # the checkpoint to resume
     saved: dict[str, Any] = dataclasses.field(default_factory=dict)  # its trainer.json
 
@@ -49,6 +50,7 @@ def resolve_settings(args) -> Settings:
         **{k: getattr(args, k, None) for k in ("eval_every", "sample_every", "ckpt_every")},
     }
     backend = getattr(args, "backend", None)
+    model_set = parse_sets(getattr(args, "model_set", None) or [])
     found = checkpoint.find(run_dir)
     if not args.resume:
         if found is not None:
@@ -66,12 +68,17 @@ def resolve_settings(args) -> Settings:
         preset = presets.load(args.preset, preset_part, overrides)
         saved: dict[str, Any] = {}
         name, model, train, seed = preset.name, preset.model, preset.train, args.seed
+        if model_set and not args.init_from:
+            model = {**(model or {}), **model_set}
         action_source, init_from = args.action_source, args.init_from
     else:
         if found is None:
             raise UserError(f"--resume: no checkpoint in {run_dir} (train without --resume first)")
         saved = checkpoint.read_state(found)
         check_resumable(saved, args, overrides, run_dir)
+        if model_set:
+            raise UserError("--set can't change a run when resuming (its model is saved)")
+        model_set = saved.get("model_set") or {}
         train = presets.make_train_config(
             {**saved["train"], **{k: v for k, v in overrides.items() if v}}
         )
@@ -84,9 +91,18 @@ def resolve_settings(args) -> Settings:
             "--freeze-encoder is for the tokenizer or autoencoder (it keeps the latents fixed)"
         )
     slot = slot_of(args.part)
+    kind = dynamics_kind(backend).name if slot == "dynamics" else args.part
+    if model_set:
+        fields = {f.name for f in dataclasses.fields(presets.config_class(kind))}
+        unknown = sorted(set(model_set) - fields)
+        if unknown:
+            raise UserError(
+                f"--set: the {kind} config has no field {', '.join(unknown)} "
+                f"(fields: {', '.join(sorted(fields))})"
+            )
     return Settings(
         part=slot,
-        kind=dynamics_kind(backend).name if slot == "dynamics" else args.part,
+        kind=kind,
         run_dir=run_dir,
         world=Path(args.world),
         data=str(args.data),
@@ -99,9 +115,27 @@ def resolve_settings(args) -> Settings:
         backend=backend,
         init_from=init_from,
         freeze_encoder=freeze,
+        model_set=model_set,
         checkpoint=found if args.resume else None,
         saved=saved,
     )
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """["adv_weight=0.05", "widths=[32,64]", "arch=conv"] -> {field: value}; VALUE is JSON, or
+    a plain string where it is not JSON."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set takes KEY=VALUE, got '{item}'")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def check_resumable(saved: dict[str, Any], args, overrides: dict[str, Any], run_dir: Path) -> None:

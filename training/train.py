@@ -270,7 +270,8 @@ def build_model(s: Settings, part, train_ds, device, say) -> nn.Module:
         part.check_model(model, train_ds)
         check_world_unchanged(s.world, s.saved, s.part, s.action_source)
     elif s.init_from:
-        model = part.model_class.from_pretrained(s.init_from)  # a UserError if incomplete/wrong
+        # a UserError if incomplete/wrong; --set fields replace the saved config's
+        model = part.model_class.from_pretrained(s.init_from, overrides=s.model_set)
         part.check_model(model, train_ds)
         model = model.to(device).train()
     else:

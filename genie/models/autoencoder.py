@@ -130,6 +130,7 @@ class FrameAutoencoder(nn.Module, PretrainedMixin):
     model_type = "frame-autoencoder"
     # the weights that decide the latents a dynamics is trained on (world fingerprints)
     ENCODER_PREFIXES = ("vae.encoder.", "vae.quant_conv.", "latent_std")
+    TRAINING_ONLY = ("disc.",)  # --set adv_weight=... on a trained autoencoder adds a fresh one
 
     def __init__(self, config: AutoencoderConfig):
         super().__init__()

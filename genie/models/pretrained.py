@@ -54,9 +54,26 @@ def with_legacy_defaults(cls: type, data: dict) -> dict:
     return out
 
 
+def override_config(config: Any, overrides: dict[str, Any]) -> Any:
+    """config with some fields replaced (`genie train --set KEY=VALUE`); an unknown field is a
+    UserError naming the known ones."""
+    if not overrides:
+        return config
+    names = [f.name for f in dataclasses.fields(config)]
+    unknown = [k for k in overrides if k not in names]
+    if unknown:
+        raise UserError(
+            f"{type(config).__name__} has no field {', '.join(unknown)} (fields: {', '.join(names)})"
+        )
+    return config_from_dict(type(config), {**config_to_dict(config), **overrides})
+
+
 class PretrainedMixin:
     config_class: ClassVar[type]
     model_type: ClassVar[str]  # written into config.json so a wrong folder is caught
+    # weight-name prefixes of modules only training uses (a discriminator): weights saved
+    # without them load, and those modules start fresh (a fine-tune that adds one)
+    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ()
 
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -89,10 +106,15 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(
-        cls: type[T], directory: str | Path, device: str | torch.device = "cpu"
+        cls: type[T],
+        directory: str | Path,
+        device: str | torch.device = "cpu",
+        overrides: dict[str, Any] | None = None,
     ) -> T:
+        """overrides: config fields replaced before the model is built (loss weights, an added
+        discriminator); one that changes a saved tensor's shape fails in one line."""
         directory = Path(directory)
-        config = cls.load_config(directory)
+        config = override_config(cls.load_config(directory), overrides or {})
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
             raise UserError(f"{weights} not found")
@@ -112,10 +134,17 @@ class PretrainedMixin:
         except RuntimeError as e:  # tensors of other shapes: config.json was edited or swapped
             sizes = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
             first = sizes[0].rstrip(".") if sizes else str(e).splitlines()[0]
+            fix = (
+                f"--set {', '.join(overrides)} changes the shape of saved weights: only fields "
+                "that keep them (loss weights, a discriminator) can change"
+                if overrides
+                else "restore the config.json saved with these weights"
+            )
             raise UserError(
                 f"{weights} does not match {directory / CONFIG_NAME} ({len(sizes)} tensors "
-                f"differ; {first}): restore the config.json saved with these weights"
+                f"differ; {first}): {fix}"
             ) from None
+        missing = [k for k in missing if not k.startswith(cls.TRAINING_ONLY)]
         if missing or unexpected:
             raise UserError(
                 f"{weights} does not match its config.json "
