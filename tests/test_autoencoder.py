@@ -159,7 +159,8 @@ def test_a_patchgan_fine_tune_of_a_trained_decoder(tmp_path):
                            before.decode_latents(before.encode_latents(frames)))  # fmt: skip
     meta = json.loads((tmp_path / "w" / "world.json").read_text())
     assert meta["training"]["tokenizer"]["set"] == {"adv_weight": 0.5, "adv_start": 0}
-    bad = {"no_such_field=1": "r-bad1", "latent_channels=8": "r-bad2", "adv_weight": "r-bad3"}
+    bad = {"no_such_field=1": "r-bad1", "latent_channels=8": "r-bad2", "adv_weight": "r-bad3",
+           "adv_weight=strong": "r-bad4", "token_patch=3": "r-bad5"}  # fmt: skip
     for item, run_dir in bad.items():
         args = ["train", "autoencoder", *common, "--steps", "1", "--run-dir", tmp_path / run_dir]
         assert main([str(a) for a in [*args, "--set", item]]) == 2, item

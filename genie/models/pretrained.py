@@ -59,13 +59,38 @@ def override_config(config: Any, overrides: dict[str, Any]) -> Any:
     UserError naming the known ones."""
     if not overrides:
         return config
-    names = [f.name for f in dataclasses.fields(config)]
-    unknown = [k for k in overrides if k not in names]
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    unknown = [k for k in overrides if k not in fields]
     if unknown:
         raise UserError(
-            f"{type(config).__name__} has no field {', '.join(unknown)} (fields: {', '.join(names)})"
+            f"{type(config).__name__} has no field {', '.join(unknown)} (fields: {', '.join(fields)})"
         )
-    return config_from_dict(type(config), {**config_to_dict(config), **overrides})
+    checked = {k: check_field_value(k, v, getattr(config, k)) for k, v in overrides.items()}
+    try:
+        return config_from_dict(type(config), {**config_to_dict(config), **checked})
+    except (AssertionError, ValueError, TypeError) as e:  # the config's own checks
+        raise UserError(f"--set {', '.join(overrides)}: {e or type(e).__name__}") from None
+
+
+def check_field_value(name: str, value: Any, like: Any) -> Any:
+    """value for a config field whose current (or default) value is `like`, converted where
+    it is safe (int -> float, list -> tuple); a value of another type is a UserError."""
+    if like is None:
+        return value
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        tuple: isinstance(value, (list, tuple)),
+        str: isinstance(value, str),
+    }
+    kind = next((t for t in ok if isinstance(like, t)), None)
+    if kind is None:
+        return value
+    if not ok[kind]:
+        want = {tuple: "a list", bool: "true or false"}.get(kind, f"a {kind.__name__}")
+        raise UserError(f"--set {name}={value!r}: {name} takes {want} (like {like!r})")
+    return float(value) if kind is float else tuple(value) if kind is tuple else value
 
 
 class PretrainedMixin:
@@ -144,7 +169,9 @@ class PretrainedMixin:
                 f"{weights} does not match {directory / CONFIG_NAME} ({len(sizes)} tensors "
                 f"differ; {first}): {fix}"
             ) from None
-        missing = [k for k in missing if not k.startswith(cls.TRAINING_ONLY)]
+        if overrides:  # adding or dropping a training-only module (a discriminator) by --set
+            missing = [k for k in missing if not k.startswith(cls.TRAINING_ONLY)]
+            unexpected = [k for k in unexpected if not k.startswith(cls.TRAINING_ONLY)]
         if missing or unexpected:
             raise UserError(
                 f"{weights} does not match its config.json "
