@@ -76,9 +76,8 @@ def test_shipped_coinrun_autoencoder_draws_the_game():
     ae = load_part(part, "tokenizer")
     assert ae.model_type == "frame-autoencoder"
     files = sorted((WORLDS / "coinrun" / "examples").glob("*.png"))
-    frames = torch.from_numpy(np.stack([load_image(f, 64) for f in files]))[
-        None
-    ]  # (1, T, 64, 64, 3)
+    frames = torch.from_numpy(np.stack([load_image(f, 64) for f in files]))
+    frames = frames[None]  # (1, T, 64, 64, 3)
     with torch.no_grad():
         recon = ae.decode_latents(ae.encode_latents(frames))[0]
     real = frames[0].float() / 255

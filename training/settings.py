@@ -93,7 +93,9 @@ def resolve_settings(args) -> Settings:
     slot = slot_of(args.part)
     kind = dynamics_kind(backend).name if slot == "dynamics" else args.part
     if model_set:
-        model_set = check_sets(model_set, presets.config_class(kind), kind)
+        from genie.models.pretrained import check_overrides
+
+        model_set = check_overrides(presets.config_class(kind), model_set)
     return Settings(
         part=slot,
         kind=kind,
@@ -130,23 +132,6 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key.strip()] = value
     return out
-
-
-def check_sets(model_set: dict[str, Any], config_class: type, kind: str) -> dict[str, Any]:
-    """--set fields must exist in the config and take values of its fields' types."""
-    from genie.models.pretrained import check_field_value
-
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(model_set) - set(fields))
-    if unknown:
-        raise UserError(
-            f"--set: the {kind} config has no field {', '.join(unknown)} "
-            f"(fields: {', '.join(sorted(fields))})"
-        )
-    defaults = {
-        k: f.default if f.default is not dataclasses.MISSING else None for k, f in fields.items()
-    }
-    return {k: check_field_value(k, v, defaults[k]) for k, v in model_set.items()}
 
 
 def check_resumable(saved: dict[str, Any], args, overrides: dict[str, Any], run_dir: Path) -> None:

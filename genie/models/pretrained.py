@@ -54,18 +54,33 @@ def with_legacy_defaults(cls: type, data: dict) -> dict:
     return out
 
 
-def override_config(config: Any, overrides: dict[str, Any]) -> Any:
-    """config with some fields replaced (`genie train --set KEY=VALUE`); an unknown field is a
-    UserError naming the known ones."""
-    if not overrides:
-        return config
-    fields = {f.name: f for f in dataclasses.fields(config)}
-    unknown = [k for k in overrides if k not in fields]
+def check_overrides(config_class: type, overrides: dict[str, Any], current: Any = None) -> dict:
+    """`genie train --set` fields for a config of `config_class`: each must be a field and take
+    a value of the type of the field's current value (`current`, a config) or default; returns
+    the values converted (int -> float, list -> tuple). Anything else is a UserError."""
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise UserError(
-            f"{type(config).__name__} has no field {', '.join(unknown)} (fields: {', '.join(fields)})"
+            f"--set: {config_class.__name__} has no field {', '.join(unknown)} "
+            f"(fields: {', '.join(sorted(fields))})"
         )
-    checked = {k: check_field_value(k, v, getattr(config, k)) for k, v in overrides.items()}
+
+    def like(name: str) -> Any:
+        if current is not None:
+            return getattr(current, name)
+        default = fields[name].default
+        return None if default is dataclasses.MISSING else default
+
+    return {k: check_field_value(k, v, like(k)) for k, v in overrides.items()}
+
+
+def override_config(config: Any, overrides: dict[str, Any]) -> Any:
+    """config with some fields replaced (`genie train --set KEY=VALUE`), checked as
+    `check_overrides` says and by the config's own checks (one-line UserErrors)."""
+    if not overrides:
+        return config
+    checked = check_overrides(type(config), overrides, config)
     try:
         return config_from_dict(type(config), {**config_to_dict(config), **checked})
     except (AssertionError, ValueError, TypeError) as e:  # the config's own checks
