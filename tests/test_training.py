@@ -130,6 +130,20 @@ def test_train_tokenizer_writes_run_and_world(data, tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_flags_space_out_validation_samples_and_checkpoints(data, tmp_path):
+    """--eval-every / --sample-every / --ckpt-every replace the preset's (a GPU's fast steps
+    want them further apart); the run's last step still validates, samples and checkpoints."""
+    world, run = tmp_path / "world", tmp_path / "run"
+    spacing = ("--eval-every", 3, "--sample-every", 4, "--ckpt-every", 5)
+    assert train("tokenizer", data, world, run, "--steps", 7, *spacing) == 0
+    rows = read_csv(run / "metrics.csv")
+    assert [int(r["step"]) for r in rows if r["val_psnr"]] == [0, 3, 6, 7]
+    samples = {p.name for p in (run / "samples").iterdir()}
+    assert samples == {f"step_{s:07d}.png" for s in (0, 4, 7)}
+    assert json.loads((run / "checkpoint" / "trainer.json").read_text())["train"]["ckpt_every"] == 5
+    assert genie("train", "tokenizer", "--data", data, "--world", world, "--ckpt-every", 0) == 2
+
+
 def test_the_tiny_preset_fits_64px_frames(tmp_path, capsys):
     """The tiny preset is sized for 32x32 frames; on 64x64 data (CoinRun's size) its patches
     double, so the token grid, and so the training cost per frame, stay the preset's."""
