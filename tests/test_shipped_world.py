@@ -63,29 +63,30 @@ def test_shipped_world_plays_as_it_always_did(engine):
     np.testing.assert_array_equal(got, want)
 
 
-def test_shipped_coinrun_autoencoder_draws_the_game():
-    """The frame autoencoder the next CoinRun world draws with (worlds/parts: a part, not a
-    playable world) keeps the game's detail: real start frames of held-out levels, encoded and
-    decoded, come back above 30 dB with at least 0.85 of their sharpness (the VQ tokenizer of
-    the shipped world: about 27.6 dB and 0.42)."""
+@pytest.mark.parametrize("game, floor_db", [("coinrun", 30), ("boxing", 36)])
+def test_shipped_autoencoders_draw_the_game(game, floor_db):
+    """The frame autoencoders the next worlds draw with (worlds/parts: parts, not playable
+    worlds) keep the game's detail: real frames of held-out levels, encoded and decoded, come
+    back above the floor (CoinRun 30 dB, Boxing 36 dB) with 0.85-1.15 of their sharpness (the
+    VQ tokenizer of the shipped CoinRun world: about 27.6 dB and 0.42)."""
     from genie.utils.images import load_image
     from genie.utils.metrics import gradient_magnitude, psnr
     from genie.world.folder import load_part
 
-    part = WORLDS / "parts" / "coinrun-autoencoder"
+    part = WORLDS / "parts" / f"{game}-autoencoder"
     ae = load_part(part, "tokenizer")
     assert ae.model_type == "frame-autoencoder"
-    files = sorted((WORLDS / "coinrun" / "examples").glob("*.png"))
+    files = sorted((WORLDS / game / "examples").glob("*.png"))
     frames = torch.from_numpy(np.stack([load_image(f, 64) for f in files]))
     frames = frames[None]  # (1, T, 64, 64, 3)
     with torch.no_grad():
         recon = ae.decode_latents(ae.encode_latents(frames))[0]
     real = frames[0].float() / 255
-    assert psnr(recon, real).mean() > 30
+    assert psnr(recon, real).mean() > floor_db
     sharp = gradient_magnitude(recon).mean() / gradient_magnitude(real).mean()
     assert 0.85 < sharp < 1.15, float(sharp)
     # not a playable world: a folder of worlds passed to `genie play` skips it
     from genie.serve.worlds import resolve_worlds
 
     names = [n for n, _ in resolve_worlds([WORLDS])[0]]
-    assert "parts" not in names and "coinrun-autoencoder" not in names
+    assert "parts" not in names and f"{game}-autoencoder" not in names
