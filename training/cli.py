@@ -101,8 +101,11 @@ def add_train_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
         "code ids) stay fixed, so a dynamics trained on this tokenizer stays valid. Use with "
         "--init-from WORLD/tokenizer",
     )
-    for flag, what in (("eval-every", "validations"), ("sample-every", "sample strips"),
-                       ("ckpt-every", "checkpoints (and exports of the world)")):
+    for flag, what in (
+        ("eval-every", "validations"),
+        ("sample-every", "sample strips"),
+        ("ckpt-every", "checkpoints (and exports of the world)"),
+    ):
         p.add_argument(f"--{flag}", type=int,
                        help=f"override the preset's steps between {what} (fast GPU steps want "
                        "them further apart)")  # fmt: skip
@@ -158,8 +161,17 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def _check_numbers(args) -> None:
     from genie.utils.errors import UserError
 
-    for name in ("steps", "batch_size", "clip_len", "stop_at", "log_every", "eval_batches",
-                 "eval_every", "sample_every", "ckpt_every"):
+    for name in (
+        "steps",
+        "batch_size",
+        "clip_len",
+        "stop_at",
+        "log_every",
+        "eval_batches",
+        "eval_every",
+        "sample_every",
+        "ckpt_every",
+    ):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
