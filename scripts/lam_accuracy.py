@@ -7,6 +7,10 @@ the other half, beside the most frequent action and shuffled latents.
 
 --distinct scores against the game's distinct actions (CoinRun's 15 buttons collapse to 6:
 noop, left, right, jump, jump-left, jump-right); --confusion draws latent x true counts.
+--effects FILE (from `scripts/action_ceiling.py --save`, CoinRun, with --distinct) also scores
+by effect: a mapped action is right when it draws the same next frame as the one pressed
+(jump in mid-air = noop), the accuracy a LAM can reach; and the plain accuracy on the
+transitions whose action is the only one that draws that frame.
 """
 
 from __future__ import annotations
@@ -46,6 +50,36 @@ def confusion_png(latent, true, num_latent: int, labels: list, path: str) -> Non
     print(f"wrote {path}")
 
 
+def effect_accuracy(latent, true, episode, step, num_latent: int, data: str, path: str) -> None:
+    """Held-out accuracy by effect (the mapped action draws the true action's next frame) and
+    on the transitions whose action alone draws that frame, over the levels in `path`."""
+    from genie.data.format import open_dataset
+
+    names = {e.id: e.name for e in open_dataset(data).episodes}
+    effects = np.load(path)
+    keep = np.array(
+        [names[int(e)] in effects.files and s < len(effects[names[int(e)]]) for e, s in
+         zip(episode, step, strict=True)]
+    )  # fmt: skip
+    if not keep.any():
+        raise SystemExit(f"{path} has none of the scored levels: run action_ceiling.py on them")
+    latent, true, episode, step = latent[keep], true[keep], episode[keep], step[keep]
+    table = {n: effects[n] for n in {names[int(e)] for e in episode}}
+    same = np.stack([table[names[int(e)]][s] for e, s in zip(episode, step, strict=True)])
+    unique = same.sum(1) == 1
+    first = np.isin(episode, np.unique(episode)[::2])  # fit on half the levels, score the rest
+    _, mapping = best_mapping_accuracy(latent[first], true[first], num_latent, same.shape[1])
+    pred = np.asarray(mapping)[latent]
+    held = ~first & (pred >= 0)
+    by_effect = same[np.arange(len(pred)), np.maximum(pred, 0)] & (pred >= 0)
+    print(
+        f"{int(held.sum()):,} held-out transitions with known effects: by effect "
+        f"{by_effect[held].mean():.1%}; exact {(pred == true)[held].mean():.1%}; on the "
+        f"{unique[held].mean():.0%} whose action alone draws its frame "
+        f"{(pred == true)[held & unique].mean():.1%}"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -56,14 +90,15 @@ def main() -> None:
     p.add_argument("--transitions", type=int, default=20000)
     p.add_argument("--distinct", action="store_true", help="score the game's distinct actions")
     p.add_argument("--confusion", help="PNG of the latent x true action counts (row-normalised)")
+    p.add_argument("--effects", help="scripts/action_ceiling.py --save output (needs --distinct)")
     args = p.parse_args()
     lam = LatentActionModel.from_pretrained(args.lam).eval()
     window = getattr(lam.config, "max_frames", 16)
-    latent, true, episode = latent_and_true_actions(
+    latent, true, episode, step = latent_and_true_actions(
         lam, args.data, args.split, window, args.transitions, 32
     )
     ok = true >= 0
-    latent, true, episode = latent[ok], true[ok], episode[ok]
+    latent, true, episode, step = latent[ok], true[ok], episode[ok], step[ok]
     labels = None
     if args.distinct:
         from genie.data import ClipDataset
@@ -81,6 +116,10 @@ def main() -> None:
         confusion_png(
             latent, true, lam.num_actions, labels or list(range(num_true)), args.confusion
         )
+    if args.effects:
+        if not args.distinct:
+            raise SystemExit("--effects scores CoinRun's distinct actions: add --distinct")
+        effect_accuracy(latent, true, episode, step, lam.num_actions, args.data, args.effects)
     print(
         f"{r['action_transitions']:,} transitions of {args.data} ({args.split}): held-out levels "
         f"{r['action_accuracy_held_out']:.1%} ± {r['action_accuracy_held_out_stderr']:.1%}; "

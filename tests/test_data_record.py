@@ -345,3 +345,26 @@ def test_atari_action_subset_becomes_the_distinct_actions():
     with pytest.raises(UserError, match="unknown JUMP"):
         atari_action_space("Boxing", labels, ["NOOP", "JUMP"])
     assert atari_action_space("Boxing", labels, None)["distinct"]["of"] == list(range(9))
+
+
+@coinrun
+def test_action_ceiling_replays_the_recording_and_groups_actions_by_their_frames():
+    """scripts/action_ceiling.py: the replay follows the recorded frames, the pressed action is
+    always in its own group, and CoinRun's actions often draw the same frame (mid-air, walls)."""
+    spec = importlib.util.spec_from_file_location("action_ceiling", "scripts/action_ceiling.py")
+    ceiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceiling)
+    level, steps = 10500, 120
+    acts = record.coinrun_episode_actions(0, level, steps + 2, 1, "sticky", 8.0)
+    played = record.record_coinrun_batch([level], steps + 2, acts[None], seed=0)[0]
+    groups = ceiling.replay_groups(level, acts, 0, 2, played["frames"])  # raises if it strays
+    assert groups.shape == (steps, 2, 6)
+    true = np.array([record.COINRUN_BUTTON_TO_DISTINCT[a] for a in acts[:steps]])
+    same = groups[:, 0] == groups[np.arange(steps), 0, true][:, None]
+    assert same[np.arange(steps), true].all()
+    assert 0.05 < (same.sum(1) == 1).mean() < 0.95  # some steps tell the action, many do not
+    t = int(np.flatnonzero(same.sum(1) == 1)[0])  # a step only the pressed action explains
+    wrong = acts.copy()
+    wrong[t] = record.COINRUN_DISTINCT_BUTTON[int(np.flatnonzero(~same[t])[0])]
+    with pytest.raises(SystemExit, match="left the recording"):
+        ceiling.replay_groups(level, wrong, 0, 1, played["frames"])

@@ -146,6 +146,48 @@ def sprite_cells(latents: torch.Tensor) -> torch.Tensor:
     return (F.normalize(latents, dim=-1) @ SPRITE).argmax(-1)
 
 
+def test_fused_commit_commits_the_last_steps_input_in_that_steps_pass():
+    """fused_commit: the frame is the same, one network pass fewer, and the context it leaves is
+    the last step's input (x at that step's noise level) committed at that level."""
+    torch.manual_seed(0)
+    model = randomised(DiffusionDynamics(tiny_config()))
+    z, actions, _ = latent_world(2, 5, seed=4)
+    state = model.new_state()
+    for i in range(3):
+        model.append_frame(state, z[:, i], None if i == 0 else actions[:, i - 1])
+    passes = []
+    step = model.transformer.step
+    model.transformer.step = lambda *a, **k: passes.append(1) or step(*a, **k)
+
+    def play(fused: bool, st):
+        passes.clear()
+        gen = torch.Generator().manual_seed(1)
+        out = model.sample_next(st, actions[:, 2], 2, generator=gen, fused_commit=fused)
+        return out, len(passes)
+
+    fused_state, plain_state = state.clone(), state.clone()
+    (fused, n_fused), (plain, n_plain) = play(True, fused_state), play(False, plain_state)
+    assert torch.equal(fused, plain) and (n_fused, n_plain) == (2, 3)
+
+    # the same context by hand: Euler's first step gives x at sigma_1, committed at sigma_1
+    sigmas = model._sampler(2).sigmas
+    x = torch.randn(z[:, 0].shape, generator=torch.Generator().manual_seed(1)) * sigmas[0]
+    ref = state.clone()
+    x_last = x + (sigmas[1] - sigmas[0]) * (x - model._denoised(ref, x, sigmas[0].item(),
+                                                                actions[:, 2])) / sigmas[0]  # fmt: skip
+    s1 = sigmas[1].expand(2, 1)
+    emb = model.embed(model._pre(x_last[:, None], s1), s1, actions[:, 2, None], ref.last[:, None])
+    model.transformer.step(emb[:, 0], ref.cache, commit=True)
+    ref.last = x_last
+    model.transformer.step = step
+    nxt = [
+        model.sample_next(st, actions[:, 3], 2, generator=torch.Generator().manual_seed(2))
+        for st in (fused_state, ref)
+    ]
+    assert torch.allclose(nxt[0], nxt[1], atol=1e-5)
+    assert "fused_commit" in model.sampling_defaults()
+
+
 @pytest.mark.slow
 def test_learns_where_the_action_moves_the_sprite_and_keeps_it_sharp():
     torch.manual_seed(0)
@@ -199,3 +241,14 @@ def test_learns_where_the_action_moves_the_sprite_and_keeps_it_sharp():
     # threads changes the training run), 1.0 in the first frames
     assert np.mean(hits[:8]) >= 0.9 and np.mean(hits[-8:]) >= 0.5, hits
     assert sharpness >= 0.8, norms
+
+    # the same rollout committing each frame in its last denoising pass (one pass fewer)
+    state = model.new_state()
+    model.append_frame(state, z[:, 0], None)
+    g = torch.Generator().manual_seed(0)
+    fused_hits = []
+    for k in range(horizon):
+        pred = model.sample_next(state, actions[:, k], 2, generator=g, fused_commit=True)
+        fused_hits.append((sprite_cells(pred) == cells[:, k + 1]).float().mean().item())
+    print(f"fused commit: sprite placed {np.mean(fused_hits[-8:]):.2f} (last 8)")
+    assert np.mean(fused_hits[:8]) >= 0.9 and np.mean(fused_hits[-8:]) >= 0.5, fused_hits

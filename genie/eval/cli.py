@@ -108,6 +108,9 @@ def _add_playtest(sub: argparse._SubParsersAction) -> None:
                    help="diffusion worlds: sampling solver (default: the world's)")  # fmt: skip
     p.add_argument("--churn", type=float,
                    help="diffusion worlds: EDM S_churn, fresh noise each step (default: the world's)")  # fmt: skip
+    p.add_argument("--fused-commit", action=argparse.BooleanOptionalAction,
+                   help="diffusion worlds: commit each frame as context in its last denoising "
+                   "pass, one network pass fewer (default: the world's)")  # fmt: skip
     p.add_argument("--precision", choices=PRECISIONS,
                    help="auto (default): bf16 autocast where this CPU runs it faster")  # fmt: skip
     p.set_defaults(func=run)
@@ -218,13 +221,13 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     options = dict(engine.sampling.options)
-    for key in ("context_noise", "solver", "churn"):  # the diffusion sampler's own options
+    for key in ("context_noise", "solver", "churn", "fused_commit"):  # the diffusion sampler's
         value = getattr(args, key)
         if value is None:
             continue
         if key not in options:
             raise UserError(f"--{key.replace('_', '-')} needs a diffusion world")
-        if key != "solver" and value < 0:
+        if key not in ("solver", "fused_commit") and value < 0:
             raise UserError(f"--{key.replace('_', '-')} must be >= 0 (got {value})")
         options[key] = value
     engine.sampling = engine.sampling.replace(options=options)

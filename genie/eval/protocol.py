@@ -31,7 +31,7 @@ def pick_clips(ds, episodes: int, seed: int) -> list[int]:
     """One clip per episode (shard, in-episode stretch), at a seeded random position."""
     rng = np.random.default_rng(seed)
     by_episode: dict[int, list[int]] = {}
-    for i, eid in enumerate(_episode_of_clips(ds, range(len(ds)))):
+    for i, eid in enumerate(_episode_of_clips(ds, range(len(ds)))[0]):
         by_episode.setdefault(int(eid), []).append(i)
     chosen = []
     for eid in sorted(by_episode)[:episodes]:
@@ -57,8 +57,8 @@ def infer_actions_windowed(lam, frames, window: int):
 def latent_and_true_actions(lam, data, split: str, window: int, max_transitions: int, batch: int):
     """The LAM's latent action and the recorded one for up to `max_transitions` transitions of
     a split: every episode, in consecutive non-overlapping windows of `window` frames, spread
-    evenly over the episodes. -> (latent, true, episode) int arrays of the same length;
-    true is -1 where unknown."""
+    evenly over the episodes. -> (latent, true, episode, step) int arrays of the same length:
+    the episode's id and the transition's first frame within it; true is -1 where unknown."""
     import torch
     from tqdm import tqdm
 
@@ -68,8 +68,8 @@ def latent_and_true_actions(lam, data, split: str, window: int, max_transitions:
     per_clip = window - 1
     want = max(1, min(len(ds), -(-max_transitions // per_clip)))
     idx = np.linspace(0, len(ds) - 1, want).round().astype(int)
-    episode_of = _episode_of_clips(ds, idx)
-    latent, true, episode = [], [], []
+    episode_of, offset_of = _episode_of_clips(ds, idx)
+    latent, true, episode, step = [], [], [], []
     for i in tqdm(range(0, len(idx), batch), desc="latent actions", unit="batch"):
         part = idx[i : i + batch]
         clips = collate_clips([ds[int(j)] for j in part])
@@ -77,17 +77,20 @@ def latent_and_true_actions(lam, data, split: str, window: int, max_transitions:
             latent.append(lam.infer_actions(clips["frames"]).numpy())
         true.append(clips["actions"][:, :-1].numpy())
         episode.append(np.repeat(episode_of[i : i + batch, None], per_clip, 1))
-    return tuple(np.concatenate(x).reshape(-1) for x in (latent, true, episode))
+        step.append(offset_of[i : i + batch, None] + np.arange(per_clip))
+    return tuple(np.concatenate(x).reshape(-1) for x in (latent, true, episode, step))
 
 
-def _episode_of_clips(ds, idx) -> np.ndarray:
-    """Episode id of each clip index in idx."""
+def _episode_of_clips(ds, idx) -> tuple[np.ndarray, np.ndarray]:
+    """Episode id of each clip index in idx, and the clip's first frame within that episode."""
     bounds = [(e.shard, e.start, e.start + e.length, e.id) for e in ds.episodes]
-    out = []
+    ids, offsets = [], []
     for i in idx:
         shard, start = ds.clip_location(int(i))
-        out.append(next(eid for s, a, b, eid in bounds if s == shard and a <= start < b))
-    return np.asarray(out)
+        a, eid = next((a, eid) for s, a, b, eid in bounds if s == shard and a <= start < b)
+        ids.append(eid)
+        offsets.append(start - a)
+    return np.asarray(ids), np.asarray(offsets)
 
 
 MIN_LIFT_ABS = 0.1  # a name needs its share of a latent's steps >= the data's share + 10 points
@@ -335,7 +338,7 @@ def run(args) -> int:
         },
     }
     if ds.num_actions and lam is not None:
-        latent, true, episode = latent_and_true_actions(
+        latent, true, episode, _ = latent_and_true_actions(
             lam, args.data, args.split, lam_window, args.action_transitions, 32
         )
         ok = true >= 0

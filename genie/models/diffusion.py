@@ -66,6 +66,9 @@ class DiffusionConfig:
     diffusion_steps: int = 2  # default sampling steps per generated frame
     solver: str = "euler"  # play: "euler" or "heun" (second order, ~2x the network passes)
     churn: float = 0.0  # play: EDM S_churn (0 = deterministic steps from the starting noise)
+    fused_commit: bool = False  # play: the last denoising pass also commits its input (the frame
+    # at the last step's noise level, e.g. 0.28 of 2 steps) as context: one network pass a frame
+    # fewer than committing the finished frame (`context_noise` is then not used)
     prev_frame_conv: bool = True  # each latent also sees the previous frame's 3x3 neighbourhood
 
     @property
@@ -171,6 +174,7 @@ class DiffusionDynamics(nn.Module, PretrainedMixin, EDMSampling):
             "context_noise": self.config.context_noise,
             "solver": self.config.solver,
             "churn": self.config.churn,
+            "fused_commit": self.config.fused_commit,
         }
 
     @staticmethod

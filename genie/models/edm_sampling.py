@@ -32,6 +32,7 @@ class EDMSampling:
         context_noise: float | None = None,
         solver: str | None = None,
         churn: float | None = None,
+        fused_commit: bool | None = None,
     ) -> torch.Tensor:
         """Generate the next frame's latents (B, N, E) in `steps` steps down the Karras noise
         levels of the diffusers EDM scheduler, using only the cache (Karras et al. 2022, alg. 2).
@@ -48,6 +49,7 @@ class EDMSampling:
         if solver not in SOLVERS:
             raise ValueError(f"unknown solver '{solver}' (use one of {', '.join(SOLVERS)})")
         churn = c.churn if churn is None else float(churn)
+        fused = commit and (c.fused_commit if fused_commit is None else bool(fused_commit))
         b, dev = state.last.shape[0], state.last.device
         act = self._action_ids(action, b, dev)
         sigmas = self._sampler(steps or c.diffusion_steps).sigmas.to(dev)  # (steps + 1,), ends at 0
@@ -61,25 +63,32 @@ class EDMSampling:
                 hat = sigma * (1 + gamma)
                 x = x + (hat**2 - sigma**2) ** 0.5 * rng.randn(x.shape, generator, dev)
                 sigma = hat
-            d = (x - self._denoised(state, x, sigma, act)) / sigma  # dx/dsigma
+            last = i == n - 1
+            if last and fused:  # this pass's input becomes the context frame
+                state_last = x
+            d = (x - self._denoised(state, x, sigma, act, commit=last and fused)) / sigma
             x_next = x + (nxt - sigma) * d
             if solver == "heun" and nxt > 0:  # second order: average the slopes at both ends
                 d_next = (x_next - self._denoised(state, x_next, nxt, act)) / nxt
                 x_next = x + (nxt - sigma) * (d + d_next) / 2
             x = x_next
         latents = x / c.latent_scale
-        if commit:
+        if fused:
+            state.last = state_last  # the committed frame, as the next frame's "previous"
+        elif commit:
             noise = c.context_noise if context_noise is None else context_noise
             self.append_frame(state, latents, act, noise, generator)
         return latents
 
-    def _denoised(self, state, x: torch.Tensor, sigma: float, act: torch.Tensor) -> torch.Tensor:
+    def _denoised(
+        self, state, x: torch.Tensor, sigma: float, act: torch.Tensor, commit: bool = False
+    ) -> torch.Tensor:
         """D(x; sigma): the denoised frame (B, N, E) from noisy scaled latents x at level sigma,
-        one look-ahead pass against the cached context (nothing is committed)."""
+        one look-ahead pass against the cached context (commit: x at sigma joins the context)."""
         s = torch.full((x.shape[0], 1), sigma, device=x.device)
         x_in = self._pre(x[:, None], s)  # c_in(sigma) x, (B, 1, N, E)
         h = self.transformer.step(
-            self.embed(x_in, s, act[:, None], state.last[:, None])[:, 0], state.cache, commit=False
+            self.embed(x_in, s, act[:, None], state.last[:, None])[:, 0], state.cache, commit=commit
         )
         return self.denoise(x, s[:, 0], h)
 
