@@ -168,6 +168,9 @@ def test_fused_commit_commits_the_last_steps_input_in_that_steps_pass():
     fused_state, plain_state = state.clone(), state.clone()
     (fused, n_fused), (plain, n_plain) = play(True, fused_state), play(False, plain_state)
     assert torch.equal(fused, plain) and (n_fused, n_plain) == (2, 3)
+    passes.clear()
+    one_step = model.sample_next(state.clone(), actions[:, 2], 1, fused_commit=True)
+    assert one_step.shape == fused.shape and len(passes) == 2  # 1 step: noise is no context
 
     # the same context by hand: Euler's first step gives x at sigma_1, committed at sigma_1
     sigmas = model._sampler(2).sigmas

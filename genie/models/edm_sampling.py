@@ -54,6 +54,9 @@ class EDMSampling:
         act = self._action_ids(action, b, dev)
         sigmas = self._sampler(steps or c.diffusion_steps).sigmas.to(dev)  # (steps + 1,), ends at 0
         n = len(sigmas) - 1
+        # fused only where the last step's input is a context frame training has seen (1 step
+        # would commit pure noise at sigma_max): else the usual commit pass
+        fused = fused and sigmas[n - 1].item() <= c.context_noise_max
         gamma = min(churn / n, 2**0.5 - 1) if churn > 0 else 0.0
         temp = 1.0 if temperature is None else float(temperature)
         x = rng.randn(state.last.shape, generator, dev) * sigmas[0].item() * temp
