@@ -56,9 +56,9 @@ def effect_accuracy(latent, true, episode, step, num_latent: int, data: str, pat
     from genie.data.format import open_dataset
 
     names = {e.id: e.name for e in open_dataset(data).episodes}
-    effects = np.load(path)
+    effects = dict(np.load(path))
     keep = np.array(
-        [names[int(e)] in effects.files and s < len(effects[names[int(e)]]) for e, s in
+        [names[int(e)] in effects and s < len(effects[names[int(e)]]) for e, s in
          zip(episode, step, strict=True)]
     )  # fmt: skip
     if not keep.any():
@@ -66,11 +66,15 @@ def effect_accuracy(latent, true, episode, step, num_latent: int, data: str, pat
     latent, true, episode, step = latent[keep], true[keep], episode[keep], step[keep]
     table = {n: effects[n] for n in {names[int(e)] for e in episode}}
     same = np.stack([table[names[int(e)]][s] for e, s in zip(episode, step, strict=True)])
+    if not same[np.arange(len(true)), true].all():  # the pressed action always draws its frame
+        raise SystemExit(f"{path} does not match {data}: made from another recording?")
     unique = same.sum(1) == 1
     first = np.isin(episode, np.unique(episode)[::2])  # fit on half the levels, score the rest
     _, mapping = best_mapping_accuracy(latent[first], true[first], num_latent, same.shape[1])
     pred = np.asarray(mapping)[latent]
     held = ~first & (pred >= 0)
+    if not held.any() or not (held & unique).any():
+        raise SystemExit(f"{path}: too few levels to score held out (give it several)")
     by_effect = same[np.arange(len(pred)), np.maximum(pred, 0)] & (pred >= 0)
     print(
         f"{int(held.sum()):,} held-out transitions with known effects: by effect "

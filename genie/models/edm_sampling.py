@@ -56,8 +56,8 @@ class EDMSampling:
         n = len(sigmas) - 1
         # fused only where the last step's input is a context frame training has seen (1 step
         # would commit pure noise at sigma_max): else the usual commit pass
-        fused = fused and sigmas[n - 1].item() <= c.context_noise_max
         gamma = min(churn / n, 2**0.5 - 1) if churn > 0 else 0.0
+        fused = fused and sigmas[n - 1].item() * (1 + gamma) <= c.context_noise_max
         temp = 1.0 if temperature is None else float(temperature)
         x = rng.randn(state.last.shape, generator, dev) * sigmas[0].item() * temp
         for i in range(n):
