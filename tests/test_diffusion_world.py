@@ -52,7 +52,13 @@ def test_the_world_is_a_diffusion_world(trained):
     world, _ = trained
     meta = json.loads((world / "world.json").read_text())
     assert meta["backend"] == "diffusion-dynamics"
-    assert set(meta["sampling"]) == {"diffusion_steps", "context_noise", "solver", "churn"}
+    assert set(meta["sampling"]) == {
+        "diffusion_steps",
+        "context_noise",
+        "solver",
+        "churn",
+        "fused_commit",
+    }
     engine = WorldEngine.load(world)
     assert engine.representation == "latents" and engine.steps == 2 and not engine.carry_unchanged
 

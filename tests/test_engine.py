@@ -390,3 +390,32 @@ def test_sampling_settings_world_json_over_the_dynamics_and_arguments_over_both(
     (copy / "world.json").write_text(json.dumps(meta))
     s = WorldEngine.load(copy).sampling  # the dynamics' own defaults (tests/worlds.py: 2 steps)
     assert (s.steps, s.temperature, s.carry_unchanged, s.carry_margin) == (2, 1.0, True, 0)
+
+
+@pytest.mark.parametrize("kind", ["maskgit", "diffusion"])
+def test_committing_beside_decoding_plays_the_same_frames(tmp_path, kind):
+    """With one torch thread the engine commits frame t to the dynamics' context in a second
+    thread while it decodes frame t: the frames are bit-identical to committing first, through
+    seeded context noise, undo and the what-if view."""
+    from worlds import make_tiny_autoencoder_world
+
+    if kind == "maskgit":
+        path = make_tiny_world(tmp_path / "w", frame_size=SIZE)
+    else:
+        path = make_tiny_autoencoder_world(tmp_path / "w")
+    runs = []
+    for overlap in (False, True):
+        e = WorldEngine.load(path, seed=3)
+        e.overlap = overlap
+        if kind == "diffusion":  # commits draw their context noise from the player's generator
+            e.sampling = e.sampling.replace(options={**e.sampling.options, "context_noise": 0.2})
+        e.reset(e.world.examples[0])
+        frames = [e.step(a) for a in [1, 2, 2, 0, 3]]
+        assert (e._pending is not None) == overlap  # still committing as the frame is shown
+        e.undo()
+        e.undo()
+        frames += [e.step(a) for a in [4, 1]]
+        frames += [e.what_if(), *e.rollout([2, 2, 1])]
+        runs.append(frames)
+    for plain, overlapped in zip(*runs, strict=True):
+        assert np.array_equal(plain, overlapped)

@@ -240,6 +240,14 @@ def test_cli_writes_metrics_report_strips_and_gifs(tmp_path, genie_cli, coinrun_
     assert m["controls"]["missing"] == ["jump", "jump-left", "jump-right"]  # tiny world: no jump
     for name in m["scripts"]:
         assert (out / f"strip_{name}.png").is_file() and (out / f"play_{name}.gif").is_file()
+    # one level: game, the world's decoding of the game, world = three rows of frames
+    from PIL import Image
+
+    from genie.eval.report import GAP, HEADER_H, LABEL_W
+
+    width, height = Image.open(out / "strip_hold-right.png").size
+    frame = (width - LABEL_W + GAP) // 3 - GAP  # columns: start, t = 1, t = 4
+    assert height == HEADER_H + 3 * frame + 2 * GAP
     report = (out / "report.md").read_text()
     assert "strip_hold-right.png" in report and "Without a key: jump, jump-left" in report
     rc, _, err = genie_cli("playtest", "--world", world, "--data", coinrun_test_data,

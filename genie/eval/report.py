@@ -110,12 +110,21 @@ GAP = 2  # pixels between frames
 LABEL_W, HEADER_H = 44, 14  # room for row and column labels (strip)
 
 
-def strip(game: np.ndarray, world: np.ndarray, columns: list[int], levels: list[int]) -> np.ndarray:
+def strip(
+    game: np.ndarray,
+    world: np.ndarray,
+    columns: list[int],
+    levels: list[int],
+    recon: np.ndarray | None = None,
+) -> np.ndarray:
     """uint8 image: per level a game row above a world row, frames at `columns` (0 = start)
-    left to right, labelled. game, world: uint8 (L, K+1, H, W, 3)."""
+    left to right, labelled. game, world: uint8 (L, K+1, H, W, 3); recon (same shape, at
+    least the shown levels): the game's frames encoded and decoded by the world's tokenizer
+    or autoencoder, a row between them (what the world's decoder can draw at best)."""
     n = min(SHOW_LEVELS, len(game))
-    pairs = np.stack([game[:n, columns], world[:n, columns]], 1)  # (n, 2, C, H, W, 3)
-    blocks = grid(pairs, GAP, SCALE)  # (n, 2h + GAP, C*(w + GAP) - GAP, 3)
+    rows = [game[:n, columns]] + ([recon[:n, columns]] if recon is not None else [])
+    pairs = np.stack([*rows, world[:n, columns]], 1)  # (n, 2 or 3, C, H, W, 3)
+    blocks = grid(pairs, GAP, SCALE)  # (n, rows*h + gaps, C*(w + GAP) - GAP, 3)
     h, w = game.shape[2] * SCALE, game.shape[3] * SCALE
     height = HEADER_H + n * blocks.shape[1] + (n - 1) * 3 * GAP
     img = Image.new("RGB", (LABEL_W + blocks.shape[2], height), (255, 255, 255))
@@ -127,7 +136,10 @@ def strip(game: np.ndarray, world: np.ndarray, columns: list[int], levels: list[
         img.paste(Image.fromarray(blocks[i]), (LABEL_W, y))
         draw.text((2, y + h // 2 - 12), "game", fill=(0, 0, 0))
         draw.text((2, y + h // 2), str(levels[i]), fill=(110, 110, 110))
-        draw.text((2, y + h + GAP + h // 2 - 6), "world", fill=(0, 0, 0))
+        if recon is not None:
+            draw.text((2, y + h + GAP + h // 2 - 12), "decoded", fill=(0, 0, 0))
+            draw.text((2, y + h + GAP + h // 2), "game", fill=(110, 110, 110))
+        draw.text((2, y + (len(rows)) * (h + GAP) + h // 2 - 6), "world", fill=(0, 0, 0))
     return np.asarray(img)
 
 
@@ -177,7 +189,7 @@ def write_playtest_report(
     horizons, levels = metrics["horizons"], metrics["levels"]
     columns = [0, *horizons]
     for name, f in frames.items():
-        Image.fromarray(strip(f["game"], f["world"], columns, levels)).save(
+        Image.fromarray(strip(f["game"], f["world"], columns, levels, f.get("recon"))).save(
             out / f"strip_{name}.png"
         )
         write_video(out / f"play_{name}.gif", side_by_side(f["game"], f["world"]), fps=10, scale=2)

@@ -257,6 +257,11 @@ class DynamicsModel(nn.Module, PretrainedMixin):
     def _action_ids(self, action, b: int, device) -> torch.Tensor:
         return action_ids(action, b, self.config.num_actions, device)
 
+    def commit_frame(self, state: DynamicsState, tokens: torch.Tensor, action, **_) -> None:
+        """What `sample_next(commit=True)` does after sampling, on its own: tokens (B, h, w) of a
+        frame sampled with commit=False join the context (the engine runs it beside decoding)."""
+        self.append_frame(state, tokens, action)
+
     @torch.no_grad()
     def sample_next(
         self,

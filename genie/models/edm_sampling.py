@@ -79,9 +79,17 @@ class EDMSampling:
         if fused:
             state.last = state_last  # the committed frame, as the next frame's "previous"
         elif commit:
-            noise = c.context_noise if context_noise is None else context_noise
-            self.append_frame(state, latents, act, noise, generator)
+            self.commit_frame(state, latents, act, generator, context_noise)
         return latents
+
+    def commit_frame(
+        self, state, latents: torch.Tensor, action, generator=None, context_noise=None, **_
+    ) -> None:
+        """What `sample_next(commit=True)` does after sampling, on its own (not fused): latents
+        (B, N, E) of a frame sampled with commit=False join the context at `context_noise`
+        (the engine runs it beside decoding)."""
+        noise = self.config.context_noise if context_noise is None else context_noise
+        self.append_frame(state, latents, action, noise, generator)
 
     def _denoised(
         self, state, x: torch.Tensor, sigma: float, act: torch.Tensor, commit: bool = False

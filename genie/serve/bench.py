@@ -139,6 +139,7 @@ def step_flops(engine, action: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     fork = engine._fork([engine.seed])
+    fork.overlap = False  # the counter sees this thread's ops only
     with FlopCounterMode(display=False) as counter:
         fork.step(action)
     return float(counter.get_total_flops())

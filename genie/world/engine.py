@@ -24,6 +24,8 @@ play contract (`genie.models.registry`): frames become code ids or continuous la
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,8 @@ from genie.world.folder import World
 
 # representation -> (tokenizer method: frames -> x, tokenizer method: x, cache -> pixels)
 CODECS = {"ids": ("encode", "decode_step"), "latents": ("encode_latents", "decode_latents_step")}
+# commits of generated frames to the dynamics' context, run beside decoding (WorldEngine._advance)
+_COMMITS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="genie-commit")
 
 
 @dataclass
@@ -123,12 +127,39 @@ class WorldEngine:
         self.max_undo = max_undo
         self.max_frames_kept = max_frames_kept  # frames kept for download (oldest dropped)
         self._gens = [torch.Generator().manual_seed(seed)]  # one per row
-        self._dyn = None  # the dynamics' play state (B rows)
+        self._dyn_state = None  # the dynamics' play state (B rows); read it as self._dyn
+        self._pending: Future | None = None  # a frame's commit still running (see _advance)
+        self.overlap: bool | None = None  # commit beside decoding: None = where it is faster
         self._dec: KVCache | None = None  # the decoder's cache
         self._shown: tuple[torch.Tensor, torch.Tensor] | None = None  # (B, H, W, 3), (B, h, w)
         self._history: list[np.ndarray] = []  # played frames, uint8 (B, H, W, 3) each
         self._actions: list[np.ndarray] = []  # actions taken, (B,) each
         self._undo: list[_Snapshot] = []
+
+    @property
+    def _dyn(self):
+        """The dynamics' play state, once the last frame's commit (if still running) is in."""
+        self._settle()
+        return self._dyn_state
+
+    @_dyn.setter
+    def _dyn(self, state) -> None:
+        self._settle()
+        self._dyn_state = state
+
+    def _settle(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # re-raises what the commit raised
+
+    def _overlap_commit(self) -> bool:
+        """Commit each frame in a second thread while this one decodes it: where play runs one
+        torch thread and a second core is there (two threads would fight over the cores)."""
+        if self.sampling.options.get("fused_commit") or not hasattr(self.dynamics, "commit_frame"):
+            return False  # fused: the frame was committed inside the sampler
+        if self.overlap is not None:
+            return self.overlap
+        return torch.get_num_threads() == 1 and (os.cpu_count() or 1) >= 2
 
     @classmethod
     def load(cls, world_dir: str | Path, **kw) -> WorldEngine:
@@ -336,10 +367,16 @@ class WorldEngine:
         """Sample, decode and show the next frame of every row under actions (B,)."""
         s = self.sampling
         gens = self._gens[0] if len(self._gens) == 1 else self._gens
+        overlap = commit and self._overlap_commit()
         with autocast(self.precision):
             x = self.dynamics.sample_next(
-                self._dyn, actions, s.steps, s.temperature, gens, commit=commit, **s.options
-            )
+                self._dyn, actions, s.steps, s.temperature, gens, commit=commit and not overlap,
+                **s.options,
+            )  # fmt: skip
+            if overlap:  # the frame joins the context in a second thread while this one decodes
+                self._pending = _COMMITS.submit(
+                    self._commit, self._dyn_state, x, actions, gens, s.options
+                )
             decoded = getattr(self.tokenizer, self._decode_name)(x, self._dec).float()
         shown = decoded
         if self.carry_unchanged and self._shown is not None:
@@ -348,7 +385,12 @@ class WorldEngine:
         self._shown = (shown, x)
         return Played(to_uint8(shown).numpy(), to_uint8(decoded).numpy())
 
+    def _commit(self, state, x: torch.Tensor, actions: torch.Tensor, gens, options: dict) -> None:
+        with torch.no_grad(), autocast(self.precision):  # both are per thread
+            self.dynamics.commit_frame(state, x, actions, generator=gens, **options)
+
     def _snapshot(self) -> _Snapshot:
+        self._settle()  # the generators' states include the last commit's draws
         states = [g.get_state() for g in self._gens]
         return _Snapshot(self._dyn.clone(), self._dec.clone(), states, self._shown)
 
