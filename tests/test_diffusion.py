@@ -59,13 +59,19 @@ def randomised(model: DiffusionDynamics) -> DiffusionDynamics:
     return model.eval()
 
 
+def seen(model: DiffusionDynamics, z: torch.Tensor, actions: torch.Tensor, frames: int = 3):
+    """A play state that has seen the first `frames` frames of z and the actions between."""
+    state = model.new_state()
+    for i in range(frames):
+        model.append_frame(state, z[:, i], None if i == 0 else actions[:, i - 1])
+    return state
+
+
 def test_cached_and_uncached_sampling_are_identical():
     torch.manual_seed(0)
     model = randomised(DiffusionDynamics(tiny_config()))
     z, actions, _ = latent_world(2, 4, seed=0)
-    state = model.new_state()
-    for i in range(3):
-        model.append_frame(state, z[:, i], None if i == 0 else actions[:, i - 1])
+    state = seen(model, z, actions)
     for steps in (1, 2, 4):
         cached = model.sample_next(
             state.clone(), actions[:, 2], steps, generator=torch.Generator().manual_seed(1)
@@ -89,9 +95,7 @@ def test_heun_churn_and_euler_are_the_edm_samplers():
     torch.manual_seed(0)
     model = randomised(DiffusionDynamics(tiny_config()))
     z, actions, _ = latent_world(2, 4, seed=3)
-    state = model.new_state()
-    for i in range(3):
-        model.append_frame(state, z[:, i], None if i == 0 else actions[:, i - 1])
+    state = seen(model, z, actions)
 
     def sample(seed=1, **kw):
         gen = torch.Generator().manual_seed(seed)
@@ -152,9 +156,7 @@ def test_fused_commit_commits_the_last_steps_input_in_that_steps_pass():
     torch.manual_seed(0)
     model = randomised(DiffusionDynamics(tiny_config()))
     z, actions, _ = latent_world(2, 5, seed=4)
-    state = model.new_state()
-    for i in range(3):
-        model.append_frame(state, z[:, i], None if i == 0 else actions[:, i - 1])
+    state = seen(model, z, actions)
     passes = []
     step = model.transformer.step
     model.transformer.step = lambda *a, **k: passes.append(1) or step(*a, **k)
