@@ -64,8 +64,7 @@ def effect_accuracy(latent, true, episode, step, num_latent: int, data: str, pat
     if not keep.any():
         raise SystemExit(f"{path} has none of the scored levels: run action_ceiling.py on them")
     latent, true, episode, step = latent[keep], true[keep], episode[keep], step[keep]
-    table = {n: effects[n] for n in {names[int(e)] for e in episode}}
-    same = np.stack([table[names[int(e)]][s] for e, s in zip(episode, step, strict=True)])
+    same = np.stack([effects[names[int(e)]][s] for e, s in zip(episode, step, strict=True)])
     if not same[np.arange(len(true)), true].all():  # the pressed action always draws its frame
         raise SystemExit(f"{path} does not match {data}: made from another recording?")
     unique = same.sum(1) == 1

@@ -141,24 +141,6 @@ def _recorded_prefix(ds, levels: list[int], n: int) -> np.ndarray | None:
     return np.stack(out)
 
 
-def _reconstruct(engine, game: np.ndarray, batch: int = 64) -> np.ndarray:
-    """uint8 game frames (L, K+1, H, W, 3), each encoded and decoded alone by the world's
-    tokenizer or autoencoder, as the engine encodes a prompt -> uint8, same shape."""
-    import torch
-
-    from genie.eval.reconstruction import reconstruct
-    from genie.utils.images import to_uint8
-    from genie.utils.precision import autocast
-
-    flat = torch.from_numpy(np.ascontiguousarray(game.reshape(-1, 1, *game.shape[2:])))
-    out = []
-    with torch.no_grad(), autocast(engine.precision):
-        for i in range(0, len(flat), batch):
-            recon, _ = reconstruct(engine.tokenizer, flat[i : i + batch], engine.representation)
-            out.append(to_uint8(recon.float()).numpy())
-    return np.concatenate(out).reshape(game.shape)
-
-
 def _track(text: str | list | None) -> tuple[int, int, int] | None:
     """'214,214,214' (or a list) -> (214, 214, 214); None -> None (track the scroll)."""
     if text is None:
@@ -194,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     from functools import partial
 
     from genie.data import ClipDataset
+    from genie.eval.reconstruction import reconstruct_each
     from genie.eval.report import SHOW_LEVELS
     from genie.eval.report import write_playtest_report as write_report
     from genie.world.engine import WorldEngine
@@ -286,7 +269,9 @@ def run(args: argparse.Namespace) -> int:
         seconds=round(time.time() - t0, 1),
     )
     for f in frames.values():  # the strips' middle row: what the world's decoder draws at best
-        f["recon"] = _reconstruct(engine, f["game"][:SHOW_LEVELS])
+        f["recon"] = reconstruct_each(
+            engine.tokenizer, f["game"][:SHOW_LEVELS], engine.representation, engine.precision
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_report(args.out, metrics, frames)

@@ -26,6 +26,24 @@ def reconstruct(tok, frames, representation: str):
     return tok.decode_latents(tok.encode_latents(frames)), None
 
 
+def reconstruct_each(tok, frames: np.ndarray, representation: str, precision: str = "fp32",
+                     batch: int = 64) -> np.ndarray:  # fmt: skip
+    """uint8 frames (..., H, W, 3), each encoded and decoded alone (as a prompt frame is) ->
+    uint8, same shape: what the world's decoder can draw of them (the play-test strips)."""
+    import torch
+
+    from genie.utils.images import to_uint8
+    from genie.utils.precision import autocast
+
+    flat = torch.from_numpy(np.ascontiguousarray(frames.reshape(-1, 1, *frames.shape[-3:])))
+    out = []
+    with torch.no_grad(), autocast(precision):
+        for i in range(0, len(flat), batch):
+            recon, _ = reconstruct(tok, flat[i : i + batch], representation)
+            out.append(to_uint8(recon.float()).numpy())
+    return np.concatenate(out).reshape(frames.shape)
+
+
 def reconstruction_only(args) -> int:
     """`genie eval` on a world folder with a tokenizer or autoencoder and no dynamics yet: the
     reconstruction numbers (metrics.json "tokenizer") and a strip, real above reconstruction,

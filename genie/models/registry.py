@@ -11,7 +11,9 @@ The play contract every dynamics kind keeps (what `genie.world.engine.WorldEngin
 `representation` ("ids": frames -> `tokenizer.encode`, decoded by `tokenizer.decode_step`;
 "latents": `tokenizer.encode_latents` / `decode_latents_step`), `new_state(max_context)` (a
 state with `.clone()` and `.repeat(n)`), `append_frame(state, x, action_or_None)`,
-`sample_next(state, action (B,), steps, temperature, generator, commit, **options)`, and
+`sample_next(state, action (B,), steps, temperature, generator, commit, **options)`,
+`commit_frame(state, x, action, generator=, **options)` (what commit=True does after sampling,
+run on its own: the engine runs it beside decoding), and
 `sampling_defaults()`: world.json's "sampling", whose one `*_steps` key is sample_next's
 `steps`, "temperature" its temperature, and any other key one of its keyword options.
 """

@@ -155,8 +155,8 @@ class WorldEngine:
     def _overlap_commit(self) -> bool:
         """Commit each frame in a second thread while this one decodes it: where play runs one
         torch thread and a second core is there (two threads would fight over the cores)."""
-        if self.sampling.options.get("fused_commit") or not hasattr(self.dynamics, "commit_frame"):
-            return False  # fused: the frame was committed inside the sampler
+        if self.sampling.options.get("fused_commit"):
+            return False  # the frame was committed inside the sampler
         if self.overlap is not None:
             return self.overlap
         return torch.get_num_threads() == 1 and (os.cpu_count() or 1) >= 2
