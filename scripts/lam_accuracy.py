@@ -16,12 +16,14 @@ transitions whose action is the only one that draws that frame.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
 from genie.eval.protocol import latent_and_true_actions
 from genie.models.lam import LatentActionModel
 from genie.utils.metrics import action_accuracy, best_mapping_accuracy
+from genie.world.folder import load_part
 
 
 def confusion_png(latent, true, num_latent: int, labels: list, path: str) -> None:
@@ -86,7 +88,10 @@ def effect_accuracy(latent, true, episode, step, num_latent: int, data: str, pat
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--lam", required=True, help="a LAM part folder (config.json + model.safetensors)"
+        "--lam",
+        required=True,
+        help="a LAM part folder (config.json + model.safetensors); a LAM that reads latents "
+        "reads those of the tokenizer beside it (WORLD/lam -> WORLD/tokenizer)",
     )
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
@@ -96,6 +101,8 @@ def main() -> None:
     p.add_argument("--effects", help="scripts/action_ceiling.py --save output (needs --distinct)")
     args = p.parse_args()
     lam = LatentActionModel.from_pretrained(args.lam).eval()
+    if lam.reads_latents:  # the world's autoencoder, as the world loads it
+        lam = load_part(Path(args.lam).parent, "lam").eval()
     window = getattr(lam.config, "max_frames", 16)
     latent, true, episode, step = latent_and_true_actions(
         lam, args.data, args.split, window, args.transitions, 32

@@ -9,10 +9,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from synthetic import make_batch, write_dataset
 
 from genie.cli import main
 from genie.models.autoencoder import AutoencoderConfig, FrameAutoencoder
+from genie.models.diffusion import DiffusionDynamics
+from genie.models.lam import LatentActionModel
+from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
 from genie.utils.images import to_float
 from genie.utils.metrics import psnr
 from genie.world.engine import WorldEngine
@@ -164,3 +168,42 @@ def test_a_patchgan_fine_tune_of_a_trained_decoder(tmp_path):
     for item, run_dir in bad.items():
         args = ["train", "autoencoder", *common, "--steps", "1", "--run-dir", tmp_path / run_dir]
         assert main([str(a) for a in [*args, "--set", item]]) == 2, item
+
+
+def test_a_lam_reading_latents_trains_with_its_world_and_labels_the_dynamics(tmp_path):
+    """`inputs: "latents"`: the LAM reads the world's frame autoencoder (LAPO's setting). It
+    trains from the CLI, is saved without the autoencoder's weights, comes back attached to its
+    world's autoencoder, labels the diffusion dynamics' clips from the latents the dynamics
+    already has (the same codes as from the frames), and a VQ tokenizer is refused in one line."""
+    data = write_dataset(tmp_path / "data", episodes=4, length=10, val_episodes=1)
+    world = tmp_path / "world"
+    common = ["--data", data, "--world", world, "--preset", "tiny", "--eval-batches", "1"]
+    ae_run = ["train", "autoencoder", *common, "--run-dir", tmp_path / "r-ae", "--steps", "2"]
+    assert main([str(a) for a in ae_run]) == 0
+    lam_run = ["train", "lam", *common, "--run-dir", tmp_path / "r-lam", "--steps", "3",
+               "--set", 'inputs="latents"']  # fmt: skip
+    assert main([str(a) for a in lam_run]) == 0
+    from genie.world.folder import load_part
+
+    ae, lam = load_part(world, "tokenizer"), load_part(world, "lam")
+    assert lam.reads_latents and lam.config.grid == ae.grid
+    assert lam.config.latent_dim == ae.config.code_dim
+    saved = load_file(world / "lam" / "model.safetensors")
+    assert saved and not any("vae" in k or "latent_std" in k for k in saved)  # no AE inside
+    frames = make_batch(2, 5, seed=7)["frames"]
+    codes = lam.infer_actions(frames)
+    assert codes.shape == (2, 4)
+    batch = DiffusionDynamics.make_batch({"frames": frames}, ae, lam)
+    assert torch.equal(batch["actions"], codes)
+    dyn_run = ["train", "dynamics", "--backend", "diffusion", *common,
+               "--run-dir", tmp_path / "r-dyn", "--steps", "2"]  # fmt: skip
+    assert main([str(a) for a in dyn_run]) == 0
+    assert json.loads((world / "world.json").read_text())["actions"]["source"] == "lam"
+    # a LAM for latents can't read a VQ tokenizer's codes
+    vq = TokenizerConfig(
+        frame_size=32, patch_size=4, num_codes=16, code_dim=8, conv_widths=(16, 32)
+    )
+    with pytest.raises(ValueError, match="continuous frame autoencoder"):
+        LatentActionModel(lam.config).read_through(VideoTokenizer(vq))
+    with pytest.raises(ValueError, match="read_through"):
+        LatentActionModel(lam.config).infer_actions(frames)

@@ -53,6 +53,7 @@ class Part:
     game_actions: list[int] | None = None
     game: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)  # things the trainer should tell the user
+    world_dir: Path | None = None  # the world folder (a LAM reading latents loads its tokenizer)
 
     @property
     def model_class(self) -> type:
@@ -76,6 +77,13 @@ class Part:
                         f"dynamics {key} set to {value} (the preset says {model[key]})"
                     )
                 model[key] = value
+        elif self.name == "lam" and model.get("inputs") == "latents":
+            autoencoder = self.frame_autoencoder()
+            model["latent_grid"], model["latent_dim"] = (
+                autoencoder.grid[0],
+                autoencoder.config.code_dim,
+            )
+            model["frame_size"] = autoencoder.config.frame_size
         elif isinstance(square_size(dataset.frame_size), int):
             model, note = fit_frame_size(model, square_size(dataset.frame_size))
             if note:
@@ -86,6 +94,22 @@ class Part:
             raise UserError(f"{self.name} settings are invalid: {e}") from None
         self.check_frame_size(config, dataset)
         return config
+
+    def frame_autoencoder(self) -> nn.Module:
+        """The world's frozen tokenizer, loaded once (a LAM that reads latents needs it)."""
+        if self.tokenizer is None:
+            self.tokenizer = _load_needed(self.world_dir, "tokenizer").eval().requires_grad_(False)
+        return self.tokenizer
+
+    def attach(self, model: nn.Module) -> nn.Module:
+        """Give a model being trained the frozen parts it reads through (a LAM on latents)."""
+        if getattr(model, "reads_latents", False):
+            device = next(model.parameters()).device
+            try:
+                model.read_through(self.frame_autoencoder().to(device))
+            except ValueError as e:
+                raise UserError(f"the LAM can't read this world's tokenizer: {e}") from None
+        return model
 
     def num_actions(self, dataset) -> int:
         if self.action_source == "lam":
@@ -126,7 +150,10 @@ class Part:
         if self.name == "tokenizer":
             return {"frames": raw["frames"]}
         if self.name == "lam":
-            return {"frames": raw["frames"], "actions": raw.get("actions")}
+            out = {"frames": raw["frames"], "actions": raw.get("actions")}
+            if self.tokenizer is not None:  # a LAM reading latents: encoded here, under autocast
+                out["latents"] = self.tokenizer.encode_latents(raw["frames"]).float()
+            return out
         if self.action_source == "true" and (raw["actions"][:, :-1] < 0).any():
             raise UserError(
                 "the dataset has frames whose action is unknown (-1): train the dynamics on "
@@ -195,7 +222,7 @@ def make_part(
     else:
         if action_source is not None or backend is not None:
             raise UserError("--action-source and --backend only apply to `genie train dynamics`")
-        return Part(KINDS[name].slot, kind=name)
+        return Part(KINDS[name].slot, kind=name, world_dir=Path(world_dir))
     source = action_source or "lam"
     if source not in ACTION_SOURCES:
         raise UserError(f"--action-source must be one of {', '.join(ACTION_SOURCES)}")

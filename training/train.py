@@ -276,6 +276,7 @@ def build_model(s: Settings, part, train_ds, device, say) -> nn.Module:
         model = model.to(device).train()
     else:
         model = part.model_class(part.build_config(s.model, train_ds)).to(device).train()
+    model = part.attach(model)
     if s.freeze_encoder:
         if s.checkpoint is None and not s.init_from:
             say("note: --freeze-encoder without --init-from trains a decoder for a random encoder")

@@ -183,14 +183,13 @@ class DiffusionDynamics(nn.Module, PretrainedMixin, EDMSampling):
         """Frames -> training batch: continuous latents of the frozen tokenizer, and actions from
         the frozen LAM or the dataset's true actions (lam None)."""
         frames = batch["frames"]
-        if lam is not None:
-            actions = lam.infer_actions(frames)
+        latents = tokenizer.encode_latents(frames)  # (B, T, N, E)
+        if lam is not None:  # a LAM reading this world's autoencoder takes the latents as they are
+            actions = lam.infer_actions(frames, latents if lam.reads_latents else None)
         else:
             if batch.get("actions") is None:
                 raise ValueError("this dataset has no action labels: use LAM actions")
             actions = batch["actions"][:, :-1]
-        b, t = frames.shape[:2]
-        latents = tokenizer.encode_latents(frames)  # (B, T, N, E)
         return {"latents": latents, "actions": actions.long(), "frames": frames}
 
     # ------------------------------------------------------------------ the network

@@ -12,6 +12,12 @@ E action-latent width, A latent actions (codebook size), P patch size.
   It never sees x_{t+1}, so the only way to predict the change is through a_t: the tiny
   codebook is forced to carry "what the player did". All steps are trained in one pass.
 
+**Latent inputs** (`inputs: "latents"`, as LAPO's inverse/forward models): instead of pixels the
+LAM reads the world's frame autoencoder's tokens (B, T, N, E), the same the diffusion dynamics
+predicts; the encoder embeds each token (and its change), the decoder predicts the change of
+the next frame's tokens, the loss is the MSE of unit-std latents. The autoencoder is not part of
+the LAM's weights: `read_through(autoencoder)` attaches the world's (`load_part` does it).
+
 At play time the LAM is not run: the user picks one of the A codes. It labels training
 clips for the dynamics (`infer_actions`) and its codes are compared with true actions by
 `genie.utils.metrics.best_mapping_accuracy`.
@@ -78,6 +84,9 @@ class LAMConfig:
     # x_t alone. Where players hold keys (and games have momentum) the past already says where
     # things are going, so a decoder that sees it needs no action and the codes collapse; one
     # that sees x_t alone must take the motion from a_t
+    inputs: str = "pixels"  # "pixels" (Genie) or "latents": the world's frame autoencoder's tokens
+    latent_grid: int = 0  # latents: tokens per side of the autoencoder's grid (set from the world)
+    latent_dim: int = 0  # latents: values per token (set from the world)
     # the defaults above are the settings that recovered true actions (tests/test_lam.py, the
     # shipped CoinRun LAM); a config.json without this field is version 1, whose missing fields
     # take the defaults of then (`LEGACY_DEFAULTS`), so older worlds keep their behaviour
@@ -102,6 +111,10 @@ class LAMConfig:
             raise ValueError(
                 f"encoder_input must be 'frames', 'diff' or 'frames+diff', got {self.encoder_input!r}"
             )
+        if self.inputs not in ("pixels", "latents"):
+            raise ValueError(f"inputs must be 'pixels' or 'latents', got {self.inputs!r}")
+        if self.inputs == "latents":
+            self.conv_widths = ()  # tokens are embedded one by one (the neighbourhood is in them)
         if self.frame_size % self.patch_size:
             raise ValueError(
                 f"frame_size {self.frame_size} is not a multiple of patch_size {self.patch_size}"
@@ -113,14 +126,20 @@ class LAMConfig:
 
     @property
     def grid(self) -> tuple[int, int]:
-        n = self.frame_size // self.patch_size
+        n = self.latent_grid if self.inputs == "latents" else self.frame_size // self.patch_size
         return (n, n)
+
+    @property
+    def token_dim(self) -> int:
+        """Values per input token: a latent token, or a patch of P x P RGB pixels."""
+        return self.latent_dim if self.inputs == "latents" else 3 * self.patch_size**2
 
 
 @dataclass
 class LAMOutput:
     actions: torch.Tensor  # (B, T-1) latent action ids; a_t explains frame t -> t+1
-    recon: torch.Tensor  # (B, T-1, H, W, 3) predictions of frames 2..T, float (unclamped)
+    recon: torch.Tensor  # predictions of frames 2..T, unclamped: float (B, T-1, H, W, 3) in [0, 1],
+    # or latent tokens (B, T-1, N, E) for a LAM that reads latents
     losses: dict[str, torch.Tensor]  # "recon", "vq" (scalars)
     perplexity: torch.Tensor  # exp(entropy) of action usage in the batch
     usage: torch.Tensor  # fraction of the A codes used in the batch
@@ -136,12 +155,19 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         super().__init__()
         self.config = c = config
         h, w = c.grid
-        patch_dim = 3 * c.patch_size**2
+        if c.inputs == "latents" and not (c.latent_grid and c.latent_dim):
+            raise ValueError("a LAM that reads latents needs latent_grid and latent_dim")
+        patch_dim = c.token_dim
         in_ch = 6 if c.encoder_input == "frames+diff" else 3
+        both = 2 if c.encoder_input == "frames+diff" else 1
         if c.conv_widths:
             self.enc_embed = conv_stem(tuple(c.conv_widths), c.width, in_ch)
         else:
-            self.enc_embed = nn.Linear(patch_dim * in_ch // 3, c.width)
+            self.enc_embed = nn.Linear(patch_dim * both, c.width)
+        # latents: each token also sees its 3x3 neighbourhood (as the pixel stem's convs see
+        # across patch borders): where a sprite went is then local to its new token
+        self.enc_mix = neighbourhood_conv(c.width) if c.inputs == "latents" else None
+        self._frame_encoder = None  # latents: the world's autoencoder (not saved with the LAM)
         self.enc_pos = nn.Parameter(torch.zeros(h * w + 1, c.width))  # patches + action token
         self.action_token = nn.Parameter(torch.zeros(c.width))
         self.encoder = STTransformer(c.width, c.enc_depth, c.heads, c.mlp_ratio)
@@ -179,6 +205,38 @@ class LatentActionModel(nn.Module, PretrainedMixin):
     def num_actions(self) -> int:
         return self.config.num_actions
 
+    @property
+    def reads_latents(self) -> bool:
+        return self.config.inputs == "latents"
+
+    def read_through(self, autoencoder) -> LatentActionModel:
+        """Attach the frozen frame autoencoder whose latents this LAM reads (not saved with it)."""
+        c = self.config
+        if getattr(autoencoder, "num_codes", None) != 0:
+            raise ValueError("a LAM that reads latents needs a continuous frame autoencoder")
+        (gh, gw), dim = autoencoder.grid, autoencoder.config.code_dim
+        if (gh, gw) != c.grid or dim != c.latent_dim:
+            raise ValueError(
+                f"this LAM reads {c.grid[0]}x{c.grid[1]} tokens of {c.latent_dim} values but the "
+                f"autoencoder gives {gh}x{gw} of {dim}"
+            )
+        object.__setattr__(self, "_frame_encoder", autoencoder)  # not a submodule: not saved
+        return self
+
+    def _inputs(self, frames: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 frames (B, T, H, W, 3) -> what the LAM reads: pixels (B, T, H, W, 3) in [-1, 1],
+        or the autoencoder's tokens (B, T, N, E) (`latents` when the caller has them)."""
+        if not self.reads_latents:
+            return to_float(frames) * 2 - 1
+        if latents is None:
+            if self._frame_encoder is None:
+                raise ValueError(
+                    "this LAM reads a frame autoencoder's latents: load it with its world "
+                    "(genie.world.folder.load_part) or call read_through(autoencoder)"
+                )
+            latents = self._frame_encoder.encode_latents(frames)
+        return latents.float()
+
     def _patches(self, x: torch.Tensor) -> torch.Tensor:
         """float frames (B, T, H, W, C) -> patches (B, T, N, P*P*C)."""
         p = self.config.patch_size
@@ -190,14 +248,19 @@ class LatentActionModel(nn.Module, PretrainedMixin):
             raise ValueError(f"expected frames (B, T>=2, {s}, {s}, 3), got {tuple(frames.shape)}")
 
     def _encode(self, x: torch.Tensor, update_stats: bool) -> torch.Tensor:
-        """frames (B, T, H, W, 3) in [-1, 1] -> centred action latents (B, T-1, E).
+        """frames (B, T, H, W, 3) in [-1, 1] or latent tokens (B, T, N, E) -> centred action
+        latents (B, T-1, E).
         update_stats: normalise with batch statistics and update the running ones (training)."""
         b, t = x.shape[:2]
         mode = self.config.encoder_input
         if mode != "frames":
             diff = torch.cat([torch.zeros_like(x[:, :1]), x.diff(dim=1)], dim=1)
-            x = diff if mode == "diff" else torch.cat([x, diff], dim=-1)  # (B, T, H, W, 3 or 6)
-        if self.config.conv_widths:
+            x = diff if mode == "diff" else torch.cat([x, diff], dim=-1)  # (B, T, ..., 3 or 6)
+        if self.reads_latents:
+            h = self.enc_embed(x)  # (B, T, N, D)
+            g = rearrange(h, "b t (h w) d -> (b t) d h w", h=self.config.grid[0])
+            h = h + rearrange(self.enc_mix(g), "(b t) d h w -> b t (h w) d", b=b)
+        elif self.config.conv_widths:
             h = self.enc_embed(rearrange(x, "b t h w c -> (b t) c h w"))  # (B*T, D, h, w)
             h = rearrange(h, "(b t) d h w -> b t (h w) d", b=b)
         else:
@@ -208,13 +271,14 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         z = self.to_action(h[:, 1:, 0])  # action token of frames 2..T: (B, T-1, E)
         return self.center(z, update_stats)
 
-    def forward(self, frames: torch.Tensor) -> LAMOutput:
-        """frames uint8 (B, T, H, W, 3) -> latent actions and predictions of frames 2..T."""
+    def forward(self, frames: torch.Tensor, latents: torch.Tensor | None = None) -> LAMOutput:
+        """frames uint8 (B, T, H, W, 3) (and, for a LAM that reads latents, optionally their
+        tokens (B, T, N, E)) -> latent actions and predictions of frames 2..T."""
         self._check(frames)
-        x = to_float(frames)
-        patches = self._patches(x * 2 - 1)  # (B, T, N, P*P*3)
-        q = self._quantize(self._encode(x * 2 - 1, update_stats=self.training))  # (B, T-1, E)
-        h = self.dec_embed(patches[:, :-1]) + self.dec_pos  # (B, T-1, N, D)
+        x = self._inputs(frames, latents)  # pixels in [-1, 1] or tokens
+        tokens = x if self.reads_latents else self._patches(x)  # (B, T, N, F)
+        q = self._quantize(self._encode(x, update_stats=self.training))  # (B, T-1, E)
+        h = self.dec_embed(tokens[:, :-1]) + self.dec_pos  # (B, T-1, N, D)
         h = h + self.from_action(q.quantized)[:, :, None]  # a_t added to every token of frame t
         if self.dec_mix is not None:
             gh, gw = self.config.grid
@@ -226,15 +290,29 @@ class LatentActionModel(nn.Module, PretrainedMixin):
             h = rearrange(h, "(b t) 1 n d -> b t n d", b=b)
         else:
             h = self.decoder(h)
-        out = self.to_patch(h) * 0.5  # (B, T-1, N, P*P*3), [-1,1] -> [0,1] scale
-        gh, gw = self.config.grid
-        p = self.config.patch_size
-        out = rearrange(out, "b t (h w) (p q c) -> b t (h p) (w q) c", h=gh, w=gw, p=p, q=p)
-        recon = x[:, :-1] + out if self.config.predict_delta else out + 0.5
-        losses = {"recon": F.mse_loss(recon, x[:, 1:]), "vq": self.config.vq_weight * q.loss}
+        out = self.to_patch(h)  # (B, T-1, N, F)
+        if self.reads_latents:  # unit-std tokens: the change (or the tokens) directly
+            recon = tokens[:, :-1] + out if self.config.predict_delta else out
+            target = tokens[:, 1:]
+        else:
+            gh, gw = self.config.grid
+            p = self.config.patch_size
+            out = rearrange(
+                out * 0.5, "b t (h w) (p q c) -> b t (h p) (w q) c", h=gh, w=gw, p=p, q=p
+            )  # [-1,1] -> [0,1] scale
+            x01 = x * 0.5 + 0.5
+            recon = x01[:, :-1] + out if self.config.predict_delta else out + 0.5
+            target = x01[:, 1:]
+        losses = {"recon": F.mse_loss(recon, target), "vq": self.config.vq_weight * q.loss}
         return LAMOutput(
             actions=q.ids, recon=recon, losses=losses, perplexity=q.perplexity, usage=q.usage
         )
+
+    def predicted_frames(self, out: LAMOutput) -> torch.Tensor:
+        """The decoder's predictions of frames 2..T as float pixels (B, T-1, H, W, 3) in [0, 1]."""
+        if not self.reads_latents:
+            return out.recon.clamp(0, 1)
+        return self._frame_encoder.decode_latents(out.recon)
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         """Latents (B, T-1, E) -> VQ output; during the warm-up steps of training the continuous
@@ -278,41 +356,48 @@ class LatentActionModel(nn.Module, PretrainedMixin):
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """batch["frames"] uint8 (B, T, H, W, 3) -> (loss, metrics)."""
         frames = batch["frames"]
-        out = self(frames)
+        out = self(frames, batch.get("latents"))
         loss = sum(out.losses.values())
-        with torch.no_grad():
-            x = to_float(frames)
-            p = psnr(out.recon.clamp(0, 1), x[:, 1:]).mean()
         metrics = {
             "loss": loss.item(),
             "recon_mse": out.losses["recon"].item(),
             "vq_loss": out.losses["vq"].item(),
-            "psnr": p.item(),
             "action_usage": out.usage.item(),
             "perplexity": out.perplexity.item(),
         }
+        if not self.reads_latents:  # pixels: PSNR for free (latents: decoding costs, see evaluate)
+            with torch.no_grad():
+                metrics["psnr"] = psnr(out.recon.clamp(0, 1), to_float(frames)[:, 1:]).mean().item()
         return loss, metrics
 
     @torch.no_grad()
-    def infer_actions(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames uint8 (B, T, H, W, 3) -> latent action ids (B, T-1); a_t: frame t -> t+1."""
+    def infer_actions(
+        self, frames: torch.Tensor, latents: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """frames uint8 (B, T, H, W, 3) -> latent action ids (B, T-1); a_t: frame t -> t+1.
+        latents: the frames' tokens from the LAM's autoencoder, when the caller has them."""
         self._check(frames)
-        z = self._encode(to_float(frames) * 2 - 1, update_stats=False)
+        z = self._encode(self._inputs(frames, latents), update_stats=False)
         return self.vq.nearest(self.vq.prepare(z))  # nearest code, no restarts
 
     @torch.no_grad()
     def evaluate(self, batch: dict) -> dict[str, float]:
-        """PSNR of the predicted next frames (capped at 50 dB) beside copying the last frame,
+        """PSNR of the predicted next frames (capped at 50 dB; a LAM reading latents: decoded by its
+        autoencoder, copying beside it decoded too) beside copying the last frame,
         action usage/perplexity and, when the batch has true actions, the accuracy of the best
         latent -> true mapping fitted on this batch (in-sample)."""
         was = self.training
         self.eval()
-        out = self(batch["frames"])
+        out = self(batch["frames"], batch.get("latents"))
         self.train(was)
         x = to_float(batch["frames"])
+        if self.reads_latents:  # copying the last frame, drawn by the same autoencoder
+            copy = self._frame_encoder.decode_latents(self._inputs(batch["frames"])[:, :-1])
+        else:
+            copy = x[:, :-1]
         metrics = {
-            "psnr": psnr(out.recon.clamp(0, 1), x[:, 1:]).mean().item(),
-            "psnr_copy_last": psnr(x[:, :-1], x[:, 1:]).mean().item(),
+            "psnr": psnr(self.predicted_frames(out), x[:, 1:]).mean().item(),
+            "psnr_copy_last": psnr(copy, x[:, 1:]).mean().item(),
             "recon_mse": out.losses["recon"].item(),
             "action_usage": out.usage.item(),
             "perplexity": out.perplexity.item(),
@@ -329,6 +414,6 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         frames = batch["frames"][:max_clips, :max_frames]
         was = self.training
         self.eval()
-        recon = self(frames).recon.clamp(0, 1)
+        recon = self.predicted_frames(self(frames))
         self.train(was)
         return frame_rows([frames[:, 1:], recon])

@@ -166,7 +166,13 @@ def load_part(world_dir: str | Path, part: str, device: str = "cpu"):
     part_dir = world_dir / part
     if not (part_dir / "config.json").is_file():
         raise UserError(f"{world_dir} has no trained {part} ({part_dir}/config.json missing)")
-    return kind_of_folder(part_dir, part).model_class.from_pretrained(part_dir, device=device)
+    model = kind_of_folder(part_dir, part).model_class.from_pretrained(part_dir, device=device)
+    if getattr(model, "reads_latents", False):  # a LAM reading the world's autoencoder latents
+        try:
+            model.read_through(load_part(world_dir, "tokenizer", device).eval())
+        except ValueError as e:
+            raise UserError(f"{part_dir}: {e}") from None
+    return model
 
 
 def check_compatible(tokenizer=None, lam=None, dynamics=None, meta: dict | None = None) -> None:
