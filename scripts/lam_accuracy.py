@@ -101,8 +101,8 @@ def main() -> None:
     p.add_argument("--effects", help="scripts/action_ceiling.py --save output (needs --distinct)")
     args = p.parse_args()
     lam = LatentActionModel.from_pretrained(args.lam).eval()
-    if lam.reads_latents:  # the world's autoencoder, as the world loads it
-        lam = load_part(Path(args.lam).parent, "lam").eval()
+    if lam.reads_latents:  # the autoencoder beside it, as its world loads it
+        lam.read_through(load_part(Path(args.lam).parent, "tokenizer").eval())
     window = getattr(lam.config, "max_frames", 16)
     latent, true, episode, step = latent_and_true_actions(
         lam, args.data, args.split, window, args.transitions, 32

@@ -4,6 +4,7 @@ world, a frozen encoder keeps the latents, the PatchGAN trains each side on its 
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -17,6 +18,7 @@ from genie.models.autoencoder import AutoencoderConfig, FrameAutoencoder
 from genie.models.diffusion import DiffusionDynamics
 from genie.models.lam import LatentActionModel
 from genie.models.tokenizer import TokenizerConfig, VideoTokenizer
+from genie.utils.errors import UserError
 from genie.utils.images import to_float
 from genie.utils.metrics import psnr
 from genie.world.engine import WorldEngine
@@ -175,7 +177,7 @@ def test_a_lam_reading_latents_trains_with_its_world_and_labels_the_dynamics(tmp
     trains from the CLI, is saved without the autoencoder's weights, comes back attached to its
     world's autoencoder, labels the diffusion dynamics' clips from the latents the dynamics
     already has (the same codes as from the frames), and a VQ tokenizer is refused in one line."""
-    data = write_dataset(tmp_path / "data", episodes=4, length=10, val_episodes=1)
+    data = write_dataset(tmp_path / "data", episodes=3, length=24, val_episodes=1)
     world = tmp_path / "world"
     common = ["--data", data, "--world", world, "--preset", "tiny", "--eval-batches", "1"]
     ae_run = ["train", "autoencoder", *common, "--run-dir", tmp_path / "r-ae", "--steps", "2"]
@@ -199,6 +201,21 @@ def test_a_lam_reading_latents_trains_with_its_world_and_labels_the_dynamics(tmp
                "--run-dir", tmp_path / "r-dyn", "--steps", "2"]  # fmt: skip
     assert main([str(a) for a in dyn_run]) == 0
     assert json.loads((world / "world.json").read_text())["actions"]["source"] == "lam"
+    # the evaluation scores the LAM's predictions as pixels, decoded by the autoencoder
+    evaluation = ["eval", "--world", world, "--data", data, "--split", "val", "--episodes", "1",
+                  "--out", tmp_path / "eval"]  # fmt: skip
+    assert main([str(a) for a in evaluation]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert 5 < metrics["lam"]["psnr"] < 60 and metrics["lam"]["num_actions"] == lam.num_actions
+    # a copy (the checkpoint's) shares the frozen autoencoder and labels alike
+    twin = copy.deepcopy(lam)
+    assert twin._frame_encoder is lam._frame_encoder
+    assert torch.equal(twin.infer_actions(frames), codes)
+    # an autoencoder trained further (new encoder) no longer fits the LAM: one line
+    again = ["train", "autoencoder", *common, "--run-dir", tmp_path / "r-ae2", "--steps", "1"]
+    assert main([str(a) for a in again]) == 0
+    with pytest.raises(UserError, match="different autoencoder encoder"):
+        load_part(world, "lam")
     # a LAM for latents can't read a VQ tokenizer's codes
     vq = TokenizerConfig(
         frame_size=32, patch_size=4, num_codes=16, code_dim=8, conv_widths=(16, 32)

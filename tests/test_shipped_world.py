@@ -1,4 +1,5 @@
-"""The shipped worlds load offline, key every action they have and play frames that respond."""
+"""The shipped worlds load offline, key every action they have and play frames that respond;
+the one learned from video alone names its keys by what they do."""
 
 from pathlib import Path
 
@@ -10,7 +11,9 @@ from PIL import Image
 from genie.world.engine import WorldEngine
 
 WORLDS = Path(__file__).resolve().parents[1] / "worlds"
-SHIPPED = ["coinrun", "boxing"]
+SHIPPED = ["coinrun", "boxing", "coinrun-unlabeled"]
+# where each world's actions came from: the game's recorded actions, or its own LAM
+ACTION_SOURCE = {"coinrun": "true", "boxing": "true", "coinrun-unlabeled": "lam"}
 
 
 @pytest.fixture(scope="module", params=SHIPPED)
@@ -28,9 +31,13 @@ def test_shipped_world_plays_from_its_examples(engine):
     examples = engine.world.examples
     assert len(examples) >= 3
     labels = [a.label for a in engine.actions]
-    # true-action worlds: every action has a key, except noop (no key held: the game clock)
+    # every action has a key, except noop (no key held: the game clock)
     assert all(a.keys or a.label.lower() == "noop" for a in engine.actions), labels
-    assert engine.world.meta["actions"]["source"] == "true"
+    actions = engine.world.meta["actions"]
+    assert actions["source"] == ACTION_SOURCE[engine.world.root.name]
+    if actions["source"] == "lam":  # no labels were used: the names come from the world's motion
+        assert "named_by" in actions and "game_actions" not in actions
+        assert engine.world.meta["training"]["dynamics"]["action_source"] == "lam"
     first = engine.reset(examples[0])
     frames = [engine.step(a % engine.num_actions) for a in range(6)]
     assert all(f.shape == (64, 64, 3) and f.dtype == np.uint8 for f in frames)

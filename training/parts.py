@@ -104,6 +104,10 @@ class Part:
     def attach(self, model: nn.Module) -> nn.Module:
         """Give a model being trained the frozen parts it reads through (a LAM on latents)."""
         if getattr(model, "reads_latents", False):
+            from genie.world.folder import check_lam_encoder
+
+            if (Path(self.world_dir) / "world.json").is_file():
+                check_lam_encoder(self.world_dir)  # a resumed run: still the same encoder
             device = next(model.parameters()).device
             try:
                 model.read_through(self.frame_autoencoder().to(device))
@@ -259,7 +263,7 @@ def _load_needed(world_dir, part: str) -> nn.Module:
             else ""
         )
         raise UserError(
-            f"world {world_dir} has no trained {part}, which the dynamics needs: "
+            f"world {world_dir} has no trained {part}, which this part needs: "
             f"run `genie train {part} --world {world_dir} ...` first{hint}"
         )
     return load_part(world_dir, part)

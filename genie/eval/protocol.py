@@ -261,8 +261,8 @@ def run(args) -> int:
                 lam_out = lam(frames[:, : min(lam_window, frames.shape[1])])
                 acc["lam_psnr"].append(
                     psnr(
-                        lam_out.recon.float().clamp(0, 1),
-                        truth[:, 1 : lam_out.recon.shape[1] + 1],
+                        lam.predicted_frames(lam_out).float(),
+                        truth[:, 1 : lam_out.actions.shape[1] + 1],
                     ).flatten()
                 )
                 latent = infer_actions_windowed(lam, frames, lam_window)  # (B, T-1)

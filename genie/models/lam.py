@@ -25,6 +25,7 @@ clips for the dynamics (`infer_actions`) and its codes are compared with true ac
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -223,6 +224,26 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         object.__setattr__(self, "_frame_encoder", autoencoder)  # not a submodule: not saved
         return self
 
+    def _apply(self, fn, recurse=True):
+        """`.to()`, `.cuda()`, `.float()` also move the attached autoencoder."""
+        if self._frame_encoder is not None:
+            self._frame_encoder._apply(fn, recurse)
+        return super()._apply(fn, recurse)
+
+    def __deepcopy__(self, memo):
+        """A copy (e.g. the checkpoint's CPU copy) shares the frozen autoencoder."""
+        encoder, cls = self._frame_encoder, type(self)
+        object.__setattr__(self, "_frame_encoder", None)
+        try:
+            clone = cls.__new__(cls)
+            memo[id(self)] = clone
+            for k, v in self.__dict__.items():
+                object.__setattr__(clone, k, copy.deepcopy(v, memo))
+        finally:
+            object.__setattr__(self, "_frame_encoder", encoder)
+        object.__setattr__(clone, "_frame_encoder", encoder)
+        return clone
+
     def _inputs(self, frames: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 frames (B, T, H, W, 3) -> what the LAM reads: pixels (B, T, H, W, 3) in [-1, 1],
         or the autoencoder's tokens (B, T, N, E) (`latents` when the caller has them)."""
@@ -300,7 +321,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
             out = rearrange(
                 out * 0.5, "b t (h w) (p q c) -> b t (h p) (w q) c", h=gh, w=gw, p=p, q=p
             )  # [-1,1] -> [0,1] scale
-            x01 = x * 0.5 + 0.5
+            x01 = to_float(frames)  # [0, 1], exactly
             recon = x01[:, :-1] + out if self.config.predict_delta else out + 0.5
             target = x01[:, 1:]
         losses = {"recon": F.mse_loss(recon, target), "vq": self.config.vq_weight * q.loss}
@@ -392,7 +413,8 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         self.train(was)
         x = to_float(batch["frames"])
         if self.reads_latents:  # copying the last frame, drawn by the same autoencoder
-            copy = self._frame_encoder.decode_latents(self._inputs(batch["frames"])[:, :-1])
+            tokens = self._inputs(batch["frames"], batch.get("latents"))
+            copy = self._frame_encoder.decode_latents(tokens[:, :-1])
         else:
             copy = x[:, :-1]
         metrics = {

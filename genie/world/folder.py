@@ -168,11 +168,24 @@ def load_part(world_dir: str | Path, part: str, device: str = "cpu"):
         raise UserError(f"{world_dir} has no trained {part} ({part_dir}/config.json missing)")
     model = kind_of_folder(part_dir, part).model_class.from_pretrained(part_dir, device=device)
     if getattr(model, "reads_latents", False):  # a LAM reading the world's autoencoder latents
+        check_lam_encoder(world_dir)
         try:
             model.read_through(load_part(world_dir, "tokenizer", device).eval())
         except ValueError as e:
             raise UserError(f"{part_dir}: {e}") from None
     return model
+
+
+def check_lam_encoder(world_dir: str | Path) -> None:
+    """A LAM that reads latents must read those of the autoencoder encoder it was trained on
+    (world.json "lam_trained_on", written when it was exported)."""
+    want = read_meta(world_dir).get("lam_trained_on", {}).get(TOKENS_KEY)
+    have = part_fingerprints(world_dir).get(TOKENS_KEY)
+    if want and have and want != have:
+        raise UserError(
+            f"{world_dir}: the LAM reads the latents of a different autoencoder encoder "
+            f"(fingerprint {want}, world has {have}): retrain the LAM or restore that tokenizer"
+        )
 
 
 def check_compatible(tokenizer=None, lam=None, dynamics=None, meta: dict | None = None) -> None:
@@ -227,6 +240,8 @@ def export_part(world_dir: str | Path, part: str, model, info: dict[str, Any]) -
             meta["frame_size"] = [model.config.frame_size, model.config.frame_size]
         elif part == "dynamics":
             _record_dynamics(meta, model, info)
+        elif getattr(model, "reads_latents", False):  # a LAM: the encoder whose latents it reads
+            meta["lam_trained_on"] = {TOKENS_KEY: prints.get(TOKENS_KEY)}
         write_meta(world_dir, meta)
     return part_dir
 
