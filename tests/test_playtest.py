@@ -156,6 +156,13 @@ def test_controls_match_by_label_then_by_game_action():
     assert c.world[5] == 0 and c.fallback == 1 and c.world[1] == 1  # left plays noop
     true = resolve_controls(COINRUN_DISTINCT, [4, 1, 7, 5, 2, 8], ["a", "b", "c"], [7, 4, 8])
     assert true.missing == ["left", "jump", "jump-left"] and true.world[2] == 0
+    # names from the world's own motion (a top-down compass): jump is played with "up", the
+    # key both are pressed with; exact names still come first (Atari's UP is not FIRE)
+    named = ["right", "up", "upright", "down", "noop", "right 2"]
+    c = resolve_controls(COINRUN_DISTINCT, [4, 1, 7, 5, 2, 8], named)
+    assert c.world == [4, 4, 0, 1, 4, 2] and c.missing == ["left", "jump-left"]
+    atari = resolve_controls(["NOOP", "FIRE", "UP"], [0, 1, 2], ["noop", "fire", "up"])
+    assert atari.world == [0, 1, 2]
 
 
 def test_coinrun_replay_is_deterministic():

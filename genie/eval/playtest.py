@@ -121,12 +121,15 @@ def resolve_controls(
     world_game_actions: list[int] | None = None,
 ) -> Controls:
     """Match the game's distinct actions to world actions: same label (any case, '-', '_' or
-    ' '), else (a world trained on true actions) the world action of the same game action."""
+    ' '), else a name of the same verb (a world whose latent actions were named by their motion
+    calls CoinRun's jump "up": the key both are played with), else (a world trained on true
+    actions) the world action of the same game action."""
     names = [norm(lab) for lab in world_labels]
     fallback = names.index("noop") if "noop" in names else 0
     world, keyed = [], []
     for lab, g in zip(labels, game_actions, strict=True):
-        w = names.index(norm(lab)) if norm(lab) in names else None
+        same = [norm(lab)] + [norm(n) for v in VERBS.values() if norm(lab) in v for n in v]
+        w = next((names.index(n) for n in same if n in names), None)
         if w is None and world_game_actions is not None and g in world_game_actions:
             w = list(world_game_actions).index(g)
         keyed.append(w is not None)
