@@ -97,3 +97,34 @@ def test_shipped_autoencoders_draw_the_game(game, floor_db):
 
     names = [n for n, _ in resolve_worlds([WORLDS])[0]]
     assert "parts" not in names and f"{game}-autoencoder" not in names
+
+
+def test_the_unlabeled_worlds_keys_move_it_the_way_their_names_say():
+    """worlds/coinrun-unlabeled learned its actions from video alone and was named by its own
+    motion (`genie name-actions`); measured again from its start frames, every action named
+    right moves right, every one named up rises, and the noop moves least."""
+    from genie.utils.images import load_image
+    from genie.world.naming import measure_actions
+
+    world = WORLDS / "coinrun-unlabeled"
+    if not (world / "dynamics" / "model.safetensors").is_file():
+        pytest.skip("worlds/coinrun-unlabeled is not trained in this checkout")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        engine = WorldEngine.load(world, seed=0)
+        starts = np.stack([load_image(p, 64) for p in engine.world.examples[:6]])
+        motions = measure_actions(engine, starts)
+    finally:
+        torch.set_num_threads(threads)
+    names = engine.world.action_labels
+    for name, m in zip(names, motions, strict=True):
+        verb = name.split()[0]
+        if "right" in verb:
+            assert m.dx > 1.5, (name, m)
+        if "left" in verb:
+            assert m.dx < -1.5, (name, m)
+        if verb.startswith(("up", "jump")):
+            assert m.rise > 1.5, (name, m)
+    moved = [abs(m.dx) + m.rise + m.drop for m in motions]
+    assert names[int(np.argmin(moved))] == "noop", (names, moved)
