@@ -209,7 +209,7 @@ def test_a_lam_reading_latents_trains_with_its_world_and_labels_the_dynamics(tmp
     assert 5 < metrics["lam"]["psnr"] < 60 and metrics["lam"]["num_actions"] == lam.num_actions
     # a copy (the checkpoint's) shares the frozen autoencoder and labels alike
     twin = copy.deepcopy(lam)
-    assert twin._frame_encoder is lam._frame_encoder
+    assert twin.frame_encoder is lam.frame_encoder
     assert torch.equal(twin.infer_actions(frames), codes)
     # an autoencoder trained further (new encoder) no longer fits the LAM: one line
     again = ["train", "autoencoder", *common, "--run-dir", tmp_path / "r-ae2", "--steps", "1"]

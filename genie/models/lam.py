@@ -25,7 +25,6 @@ clips for the dynamics (`infer_actions`) and its codes are compared with true ac
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -136,6 +135,17 @@ class LAMConfig:
         return self.latent_dim if self.inputs == "latents" else 3 * self.patch_size**2
 
 
+class _Shared:
+    """A reference that copies keep as it is: the frozen autoencoder a LAM reads through is the
+    world's, so a copy of the LAM (the checkpoint's) shares it."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __deepcopy__(self, memo) -> _Shared:
+        return self
+
+
 @dataclass
 class LAMOutput:
     actions: torch.Tensor  # (B, T-1) latent action ids; a_t explains frame t -> t+1
@@ -168,7 +178,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         # latents: each token also sees its 3x3 neighbourhood (as the pixel stem's convs see
         # across patch borders): where a sprite went is then local to its new token
         self.enc_mix = neighbourhood_conv(c.width) if c.inputs == "latents" else None
-        self._frame_encoder = None  # latents: the world's autoencoder (not saved with the LAM)
+        self._encoder_ref: _Shared | None = None  # latents: the world's autoencoder (not saved)
         self.enc_pos = nn.Parameter(torch.zeros(h * w + 1, c.width))  # patches + action token
         self.action_token = nn.Parameter(torch.zeros(c.width))
         self.encoder = STTransformer(c.width, c.enc_depth, c.heads, c.mlp_ratio)
@@ -221,28 +231,19 @@ class LatentActionModel(nn.Module, PretrainedMixin):
                 f"this LAM reads {c.grid[0]}x{c.grid[1]} tokens of {c.latent_dim} values but the "
                 f"autoencoder gives {gh}x{gw} of {dim}"
             )
-        object.__setattr__(self, "_frame_encoder", autoencoder)  # not a submodule: not saved
+        self._encoder_ref = _Shared(autoencoder)  # not a submodule: not saved, not copied
         return self
+
+    @property
+    def frame_encoder(self) -> nn.Module | None:
+        """The attached frame autoencoder (latents), or None."""
+        return None if self._encoder_ref is None else self._encoder_ref.module
 
     def _apply(self, fn, recurse=True):
         """`.to()`, `.cuda()`, `.float()` also move the attached autoencoder."""
-        if self._frame_encoder is not None:
-            self._frame_encoder._apply(fn, recurse)
+        if self.frame_encoder is not None:
+            self.frame_encoder._apply(fn, recurse)
         return super()._apply(fn, recurse)
-
-    def __deepcopy__(self, memo):
-        """A copy (e.g. the checkpoint's CPU copy) shares the frozen autoencoder."""
-        encoder, cls = self._frame_encoder, type(self)
-        object.__setattr__(self, "_frame_encoder", None)
-        try:
-            clone = cls.__new__(cls)
-            memo[id(self)] = clone
-            for k, v in self.__dict__.items():
-                object.__setattr__(clone, k, copy.deepcopy(v, memo))
-        finally:
-            object.__setattr__(self, "_frame_encoder", encoder)
-        object.__setattr__(clone, "_frame_encoder", encoder)
-        return clone
 
     def _inputs(self, frames: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 frames (B, T, H, W, 3) -> what the LAM reads: pixels (B, T, H, W, 3) in [-1, 1],
@@ -250,13 +251,18 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         if not self.reads_latents:
             return to_float(frames) * 2 - 1
         if latents is None:
-            if self._frame_encoder is None:
+            if self.frame_encoder is None:
                 raise ValueError(
                     "this LAM reads a frame autoencoder's latents: load it with its world "
                     "(genie.world.folder.load_part) or call read_through(autoencoder)"
                 )
-            latents = self._frame_encoder.encode_latents(frames)
+            latents = self.frame_encoder.encode_latents(frames)
         return latents.float()
+
+    def _mix(self, conv: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, T, N, D) plus `conv` of each token's neighbourhood on the token grid."""
+        g = rearrange(h, "b t (h w) d -> (b t) d h w", h=self.config.grid[0])
+        return h + rearrange(conv(g), "(b t) d h w -> b t (h w) d", b=h.shape[0])
 
     def _patches(self, x: torch.Tensor) -> torch.Tensor:
         """float frames (B, T, H, W, C) -> patches (B, T, N, P*P*C)."""
@@ -278,9 +284,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
             diff = torch.cat([torch.zeros_like(x[:, :1]), x.diff(dim=1)], dim=1)
             x = diff if mode == "diff" else torch.cat([x, diff], dim=-1)  # (B, T, ..., 3 or 6)
         if self.reads_latents:
-            h = self.enc_embed(x)  # (B, T, N, D)
-            g = rearrange(h, "b t (h w) d -> (b t) d h w", h=self.config.grid[0])
-            h = h + rearrange(self.enc_mix(g), "(b t) d h w -> b t (h w) d", b=b)
+            h = self._mix(self.enc_mix, self.enc_embed(x))  # (B, T, N, D)
         elif self.config.conv_widths:
             h = self.enc_embed(rearrange(x, "b t h w c -> (b t) c h w"))  # (B*T, D, h, w)
             h = rearrange(h, "(b t) d h w -> b t (h w) d", b=b)
@@ -302,9 +306,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         h = self.dec_embed(tokens[:, :-1]) + self.dec_pos  # (B, T-1, N, D)
         h = h + self.from_action(q.quantized)[:, :, None]  # a_t added to every token of frame t
         if self.dec_mix is not None:
-            gh, gw = self.config.grid
-            g = rearrange(h, "b t (h w) d -> (b t) d h w", h=gh)
-            h = h + rearrange(self.dec_mix(g), "(b t) d h w -> b t (h w) d", b=h.shape[0])
+            h = self._mix(self.dec_mix, h)
         if self.config.decoder_sees == "last":  # each frame alone: no past motion to extend
             b = h.shape[0]
             h = self.decoder(rearrange(h, "b t n d -> (b t) 1 n d"))
@@ -333,7 +335,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         """The decoder's predictions of frames 2..T as float pixels (B, T-1, H, W, 3) in [0, 1]."""
         if not self.reads_latents:
             return out.recon.clamp(0, 1)
-        return self._frame_encoder.decode_latents(out.recon)
+        return self.frame_encoder.decode_latents(out.recon)
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         """Latents (B, T-1, E) -> VQ output; during the warm-up steps of training the continuous
@@ -414,7 +416,7 @@ class LatentActionModel(nn.Module, PretrainedMixin):
         x = to_float(batch["frames"])
         if self.reads_latents:  # copying the last frame, drawn by the same autoencoder
             tokens = self._inputs(batch["frames"], batch.get("latents"))
-            copy = self._frame_encoder.decode_latents(tokens[:, :-1])
+            copy = self.frame_encoder.decode_latents(tokens[:, :-1])
         else:
             copy = x[:, :-1]
         metrics = {
