@@ -169,6 +169,17 @@ def test_lam_then_dynamics_on_latent_actions(data, tmp_path):
     assert (tmp_path / "dyn" / "samples" / "step_0000002.png").is_file()
 
 
+def test_a_lam_run_shorter_than_its_warmup_still_seeds_its_codebook(data, tmp_path, capsys):
+    """A preset's VQ warm-up longer than the run (a short --steps or budget) becomes the first
+    half of it: the codebook is seeded from the warm-up latents before the run ends."""
+    world = tmp_path / "world"
+    argv = ("--steps", 8, "--set", "vq_warmup_steps=100")
+    assert train("lam", data, world, tmp_path / "lam", *argv) == 0
+    assert "vq_warmup_steps 100 -> 4" in capsys.readouterr().out
+    lam = load_part(world, "lam")
+    assert lam.config.vq_warmup_steps == 4 and int(lam.trained_steps) == 8  # seeded at step 4
+
+
 # ---------------------------------------------------------------------- resume
 
 

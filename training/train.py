@@ -275,7 +275,8 @@ def build_model(s: Settings, part, train_ds, device, say) -> nn.Module:
         part.check_model(model, train_ds)
         model = model.to(device).train()
     else:
-        model = part.model_class(part.build_config(s.model, train_ds)).to(device).train()
+        preset = fit_vq_warmup(s.model, s.train.steps, say) if s.kind == "lam" else s.model
+        model = part.model_class(part.build_config(preset, train_ds)).to(device).train()
     model = part.attach(model)
     if s.freeze_encoder:
         if s.checkpoint is None and not s.init_from:
@@ -284,6 +285,19 @@ def build_model(s: Settings, part, train_ds, device, say) -> nn.Module:
     for note in part.notes:
         say(f"note: {note}")
     return model
+
+
+def fit_vq_warmup(model: dict, steps: int, say) -> dict:
+    """A LAM's codebook is seeded by k-means at the end of its continuous warm-up: a run shorter
+    than the preset's warm-up (a short --steps, a small `genie train world` budget) would end
+    with the random codebook, so the warm-up becomes the first half of the run."""
+    from genie.models.lam import LAMConfig
+
+    warmup = model.get("vq_warmup_steps", LAMConfig.vq_warmup_steps)
+    if warmup <= steps // 2:
+        return model
+    say(f"note: lam vq_warmup_steps {warmup} -> {steps // 2}: half of this run's {steps} steps")
+    return {**model, "vq_warmup_steps": steps // 2}
 
 
 def make_optimizer(model: nn.Module, cfg, device):
