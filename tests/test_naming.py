@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from synthetic import ACTIONS, MOVES, SPRITE_COLOR, make_background, make_episode
+from synthetic import ACTIONS, MOVES, SPRITE_COLOR, make_background, make_episode, write_dataset
 
+from genie.models.lam import LAMConfig, LatentActionModel
 from genie.utils.motion import player_path
-from genie.world.folder import default_keys
-from genie.world.naming import ActionMotion, measure_actions, name_motions
+from genie.world.folder import World, default_keys, export_part
+from genie.world.naming import (
+    ActionMotion,
+    code_usage,
+    measure_actions,
+    name_motions,
+    name_world_actions,
+)
+from worlds import make_tiny_world
 
 
 def test_sprite_motion_follows_the_true_actions():
@@ -97,3 +105,42 @@ def test_platformer_names_duplicates_and_keys():
     keys = default_keys(names)
     assert keys[2][:2] == ["ArrowRight", "d"] and keys[4][0] == "ArrowUp+ArrowRight"
     assert keys[5] == ["6"] and "ArrowRight" not in keys[5]  # the second "right": a number key
+
+
+def test_a_code_the_lam_never_gives_is_unused_and_sets_no_scale():
+    """An unused code's motion means nothing: named "unused", no key, and its big move does not
+    make the used codes' moves look small."""
+    m = [
+        ActionMotion(0, dx=5.0, rise=0.0, drop=0.0, back=0.0),
+        ActionMotion(1, dx=-5.0, rise=0.0, drop=0.0, back=0.0),
+        ActionMotion(2, dx=0.0, rise=0.0, drop=0.0, back=0.0),
+        ActionMotion(3, dx=40.0, rise=30.0, drop=0.0, back=0.0),
+        ActionMotion(4, dx=-30.0, rise=0.0, drop=20.0, back=0.0),
+    ]
+    assert name_motions(m) == ["noop 2", "noop 3", "noop", "upright", "downleft"]
+    names = name_motions(m, used=[True, True, True, False, False])
+    assert names == ["right", "left", "noop", "unused", "unused 2"], names
+    keys = default_keys(names)
+    assert keys[3] == keys[4] == [] and keys[0][0] == "ArrowRight"
+
+
+def test_codes_the_worlds_lam_never_gives_on_its_data_are_named_unused(tmp_path):
+    world = make_tiny_world(tmp_path / "w", num_actions=5)
+    torch.manual_seed(0)
+    lam = LatentActionModel(
+        LAMConfig(frame_size=32, patch_size=4, num_actions=5, action_dim=8, width=32,
+                  enc_depth=1, dec_depth=1, heads=2, max_frames=4)
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        lam.vq.codebook[3] = 1e4  # never the nearest code to any latent
+    export_part(world, "lam", lam, {"note": "random init, code 3 out of reach"})
+    data = write_dataset(tmp_path / "d", episodes=3, length=12)
+    usage = code_usage(world, data)
+    assert usage.shape == (5,) and usage[3] == 0 and abs(usage.sum() - 1) < 1e-6
+    name_world_actions(world, data)
+    w = World.from_folder(world)
+    assert w.action_labels[3].startswith("unused") and w.action_keys[3] == []
+    assert (usage >= 0.01).any()  # the codes it gives keep their names from their motion
+    assert all(not lab.startswith("unused") for i, lab in enumerate(w.action_labels)
+               if usage[i] >= 0.01)  # fmt: skip
+    assert code_usage(world, write_dataset(tmp_path / "big", episodes=1, length=4, size=64)) is None

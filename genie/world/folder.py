@@ -143,7 +143,7 @@ def default_keys(labels: list[str]) -> list[list[str]]:
     ]
     for i, label in enumerate(labels):
         low = label.lower()
-        if keys[i]:
+        if keys[i] or low.startswith("unused"):
             continue
         for name, ks in named:
             if name in low and not any(k in taken for k in ks):
@@ -152,6 +152,8 @@ def default_keys(labels: list[str]) -> list[list[str]]:
                 break
     digits = [str(d) for d in range(1, 10)] + ["0"]
     for i in range(len(labels)):
+        if labels[i].lower().startswith("unused"):  # a latent code the LAM never gives: no key
+            continue
         if i < len(digits) and digits[i] not in taken:
             keys[i].append(digits[i])
     return keys

@@ -16,6 +16,11 @@ jump / jump-left / jump-right; else a top-down game's compass (up, downleft, ...
 it most; the others are "right 2", "right 3" (a number key). The names then get the usual keys
 (`genie.world.folder.default_keys`: arrows, WASD, chords; noop = no key).
 
+Given the data the world was trained on, the LAM first labels a sample of its transitions: a
+code it gives to fewer than `USED_SHARE` of them is one the dynamics hardly saw, so whatever it
+does in the world means nothing; it is named "unused" and gets no key (a LAM with 8 codes on a
+game of 5 actions leaves some unused).
+
     genie name-actions --world worlds/coinrun-unlabeled        # writes world.json
 """
 
@@ -31,6 +36,8 @@ HOLD_FRAMES = 12  # frames each code is held per start
 MOVE_SHARE = 0.3  # a code moves on an axis at >= this share of the largest motion there
 MIN_PX = 1.5  # ... and at least this many pixels
 GRAVITY_BACK = 0.3  # codes that rise come back down by this share of the rise: a platformer
+USED_SHARE = 0.01  # a code the LAM gives to fewer of the data's transitions than this is unused
+USAGE_CLIPS = 64  # clips of the data the LAM labels to measure that
 
 
 @dataclass
@@ -72,13 +79,17 @@ def measure_actions(engine, starts: np.ndarray, frames: int = HOLD_FRAMES) -> li
     ]
 
 
-def name_motions(motions: list[ActionMotion]) -> list[str]:
-    """Names for measured actions (see the module doc); also sets each motion's `name`."""
-    h_max = max((abs(m.dx) for m in motions), default=0.0)
-    v_max = max((max(m.rise, m.drop) for m in motions), default=0.0)
+def name_motions(motions: list[ActionMotion], used: list[bool] | None = None) -> list[str]:
+    """Names for measured actions (see the module doc); also sets each motion's `name`.
+    used: per action, whether the LAM gives it to the data (None: all are); the others are
+    named "unused" and their motion sets no scale."""
+    used = [True] * len(motions) if used is None else list(used)
+    live = [m for m, u in zip(motions, used, strict=True) if u]
+    h_max = max((abs(m.dx) for m in live), default=0.0)
+    v_max = max((max(m.rise, m.drop) for m in live), default=0.0)
     h_min, v_min = max(MIN_PX, MOVE_SHARE * h_max), max(MIN_PX, MOVE_SHARE * v_max)
-    ups = [m for m in motions if m.rise >= v_min and m.rise >= m.drop]
-    downs = [m for m in motions if m.drop >= v_min and m.drop > m.rise]
+    ups = [m for m in live if m.rise >= v_min and m.rise >= m.drop]
+    downs = [m for m in live if m.drop >= v_min and m.drop > m.rise]
     gravity = bool(ups) and (not downs or float(np.mean([m.back for m in ups])) >= GRAVITY_BACK)
 
     def base(m: ActionMotion) -> tuple[str, float]:
@@ -93,7 +104,7 @@ def name_motions(motions: list[ActionMotion]) -> list[str]:
             return ("jump-" + h if h else "jump"), strength
         return v + h, strength
 
-    named = [base(m) for m in motions]
+    named = [base(m) if u else ("unused", 0.0) for m, u in zip(motions, used, strict=True)]
     order = sorted(range(len(motions)), key=lambda i: -named[i][1])
     seen: dict[str, int] = {}
     names = [""] * len(motions)
@@ -129,18 +140,51 @@ def start_frames(world, data: str | Path | None = None, count: int = 6) -> np.nd
     return np.stack(out)
 
 
+def code_usage(world_dir: str | Path, data: str | Path, clips: int = USAGE_CLIPS, seed: int = 0):
+    """float (A,): the share of `clips` random clips' transitions of `data` (train split, else
+    all) that the world's LAM labels with each code; None when the world has no LAM or the
+    data's frames are not the LAM's size."""
+    from genie.data.format import open_dataset, shard_path
+    from genie.world.folder import load_part
+
+    if not (Path(world_dir) / "lam").is_dir():
+        return None
+    lam = load_part(world_dir, "lam").eval()
+    m = open_dataset(data)
+    size, t = lam.config.frame_size, lam.config.max_frames
+    if tuple(m.frame_size) != (size, size):
+        return None
+    episodes = [e for e in m.episodes if e.split == "train" and e.length >= 2] or [
+        e for e in m.episodes if e.length >= 2
+    ]
+    if not episodes:
+        return None
+    rng = np.random.default_rng(seed)
+    counts = np.zeros(lam.num_actions)
+    for i in rng.integers(len(episodes), size=clips):
+        e = episodes[i]
+        n = min(t, e.length)
+        start = e.start + int(rng.integers(e.length - n + 1))
+        frames = np.load(shard_path(data, e.shard, "frames"), mmap_mode="r")[start : start + n]
+        ids = lam.infer_actions(torch.from_numpy(np.array(frames))[None])
+        counts += np.bincount(ids.reshape(-1).numpy(), minlength=lam.num_actions)
+    return counts / counts.sum()
+
+
 def name_world_actions(
     world_dir: str | Path, data: str | Path | None = None, write: bool = True, seed: int = 0
 ) -> list[ActionMotion]:
     """Measure and name a world's actions; with `write`, world.json gets the names, their keys
-    and the measurements ("actions.named_by")."""
+    and the measurements ("actions.named_by"). data: the world's training data, for start
+    frames when it has no examples/ and to find the codes its LAM never gives."""
     from genie.world.engine import WorldEngine
     from genie.world.folder import World, read_meta, set_action_labels, write_meta
 
     world = World.from_folder(world_dir)
     engine = WorldEngine(world, seed=seed)
     motions = measure_actions(engine, start_frames(world, data))
-    names = name_motions(motions)
+    usage = None if data is None else code_usage(world_dir, data, seed=seed)
+    names = name_motions(motions, None if usage is None else list(usage >= USED_SHARE))
     if write:
         set_action_labels(world_dir, names)
         meta = read_meta(world_dir)
@@ -149,6 +193,8 @@ def name_world_actions(
             "frames_held": HOLD_FRAMES,
             "motions": [asdict(m) for m in motions],
         }
+        if usage is not None:
+            meta["actions"]["named_by"]["lam_usage"] = [round(float(u), 4) for u in usage]
         write_meta(world_dir, meta)
     return motions
 
@@ -170,7 +216,9 @@ def add_cli(sub) -> None:
     )
     p.add_argument("--world", required=True, help="world folder (its world.json is updated)")
     p.add_argument(
-        "--data", help="dataset to take start frames from when the world has no examples/"
+        "--data",
+        help="the world's training data: start frames when it has no examples/, and the codes "
+        "its LAM never gives (named unused, no key)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the names, do not write them")
     p.add_argument("--seed", type=int, default=0, help="sampling seed of the rollouts")
