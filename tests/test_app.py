@@ -241,6 +241,11 @@ def test_keys_and_clock_follow_the_world_labels(tmp_path):
     page = keys_html(lam, default_keys(lam), None, clock=False)
     assert "genie-clock" not in page and "data-noop=''" in page
     assert [ks for ks, _ in bindings(default_keys(lam))] == [["1"], ["2"], ["3"], ["4"]]
+    # codes its LAM never gives (genie name-actions): no button, no key
+    named = ["left", "unused", "right", "noop", "unused 2"]
+    page = keys_html(named, default_keys(named), noop_action(named), clock=True)
+    assert 'data-action="1"' not in page and 'data-action="4"' not in page
+    assert 'data-action="2"' in page and {a for _, a in bindings(default_keys(named))} == {0, 2, 3}
 
 
 def test_play_command_fails_cleanly_without_a_world(tmp_path, capsys):

@@ -81,6 +81,7 @@ def keys_html(
         f'<tr><td><button data-action="{a}" title="hold to keep moving">{html.escape(lab)}</button></td>'
         f"<td>{legend(a)}</td></tr>"
         for a, lab in enumerate(labels)
+        if not lab.lower().startswith("unused")  # a latent code its LAM never gives: no button
     )
     if clock:
         pause = f" (<kbd>{pause_key.upper()}</kbd>)" if pause_key else ""
