@@ -12,6 +12,7 @@ import json
 import numpy as np
 
 from genie.serve.sessions import CLOCK_IDLE_S, Session, noop_action
+from genie.world.folder import is_unused
 
 KEY_NAMES = {"ArrowLeft": "←", "ArrowRight": "→", "ArrowUp": "↑", "ArrowDown": "↓", " ": "Space"}
 PAUSE_KEY = "p"  # toggles the game clock, unless the world binds it to an action
@@ -81,7 +82,7 @@ def keys_html(
         f'<tr><td><button data-action="{a}" title="hold to keep moving">{html.escape(lab)}</button></td>'
         f"<td>{legend(a)}</td></tr>"
         for a, lab in enumerate(labels)
-        if not lab.lower().startswith("unused")  # a latent code its LAM never gives: no button
+        if not is_unused(lab)
     )
     if clock:
         pause = f" (<kbd>{pause_key.upper()}</kbd>)" if pause_key else ""

@@ -111,6 +111,14 @@ CHORDS = {
 }
 
 
+UNUSED = "unused"  # the name of a latent code its LAM never gives (genie.world.naming)
+
+
+def is_unused(label: str) -> bool:
+    """A latent code named unused ("unused", "unused 2"): no key, no button."""
+    return label.lower().startswith(UNUSED)
+
+
 def default_keys(labels: list[str]) -> list[list[str]]:
     """Keyboard keys for each action. Keys are KeyboardEvent.key values; "A+B" is a chord.
 
@@ -143,7 +151,7 @@ def default_keys(labels: list[str]) -> list[list[str]]:
     ]
     for i, label in enumerate(labels):
         low = label.lower()
-        if keys[i] or low.startswith("unused"):
+        if keys[i] or is_unused(low):
             continue
         for name, ks in named:
             if name in low and not any(k in taken for k in ks):
@@ -152,7 +160,7 @@ def default_keys(labels: list[str]) -> list[list[str]]:
                 break
     digits = [str(d) for d in range(1, 10)] + ["0"]
     for i in range(len(labels)):
-        if labels[i].lower().startswith("unused"):  # a latent code the LAM never gives: no key
+        if is_unused(labels[i]):
             continue
         if i < len(digits) and digits[i] not in taken:
             keys[i].append(digits[i])

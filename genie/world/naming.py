@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genie.world.folder import UNUSED
+
 HOLD_FRAMES = 12  # frames each code is held per start
 MOVE_SHARE = 0.3  # a code moves on an axis at >= this share of the largest motion there
 MIN_PX = 1.5  # ... and at least this many pixels
@@ -104,7 +106,7 @@ def name_motions(motions: list[ActionMotion], used: list[bool] | None = None) ->
             return ("jump-" + h if h else "jump"), strength
         return v + h, strength
 
-    named = [base(m) if u else ("unused", 0.0) for m, u in zip(motions, used, strict=True)]
+    named = [base(m) if u else (UNUSED, 0.0) for m, u in zip(motions, used, strict=True)]
     order = sorted(range(len(motions)), key=lambda i: -named[i][1])
     seen: dict[str, int] = {}
     names = [""] * len(motions)
@@ -160,14 +162,18 @@ def code_usage(world_dir: str | Path, data: str | Path, clips: int = USAGE_CLIPS
     if not episodes:
         return None
     rng = np.random.default_rng(seed)
-    counts = np.zeros(lam.num_actions)
+    n = min(t, min(e.length for e in episodes))  # one clip length: the clips go in one batch
+    shards: dict[str, np.ndarray] = {}
+    batch = []
     for i in rng.integers(len(episodes), size=clips):
         e = episodes[i]
-        n = min(t, e.length)
+        if e.shard not in shards:
+            shards[e.shard] = np.load(shard_path(data, e.shard, "frames"), mmap_mode="r")
         start = e.start + int(rng.integers(e.length - n + 1))
-        frames = np.load(shard_path(data, e.shard, "frames"), mmap_mode="r")[start : start + n]
-        ids = lam.infer_actions(torch.from_numpy(np.array(frames))[None])
-        counts += np.bincount(ids.reshape(-1).numpy(), minlength=lam.num_actions)
+        batch.append(np.array(shards[e.shard][start : start + n]))
+    ids = torch.cat([lam.infer_actions(torch.from_numpy(np.stack(batch[k : k + 16])))
+                     for k in range(0, len(batch), 16)])  # fmt: skip
+    counts = np.bincount(ids.reshape(-1).numpy(), minlength=lam.num_actions)
     return counts / counts.sum()
 
 
