@@ -289,6 +289,25 @@ def test_carry_unchanged_keeps_the_start_image_where_tokens_repeat(world, monkey
     assert np.array_equal(carry.step(0), b)
 
 
+def test_a_patch_the_decoder_draws_anew_is_shown_even_where_its_token_stayed():
+    """A convolutional decoder draws a patch from its neighbours' tokens too: a sprite can move
+    into a patch whose own token did not change. That patch is shown as decoded, not hidden
+    under the previous frame's pixels; patches the decoder drew (nearly) the same keep them."""
+    prev = torch.full((1, 32, 32, 3), 0.4)
+    prev_decoded = prev + 0.01  # the decoder's previous frame: close to what was shown
+    new = prev_decoded.clone()
+    new[0, 12:16, 8:12] = torch.tensor([0.95, 0.9, 0.2])  # a sprite drawn into patch (3, 2)
+    new[0, 0:4, 0:4] += 0.02  # a patch the decoder drew a little differently: noise
+    ids = torch.zeros(1, 8, 8, dtype=torch.long)  # no token changed at all
+    out = carry_unchanged(new, prev, ids, ids.clone(), patch_size=4, prev_decoded=prev_decoded)
+    drawn = torch.zeros(32, 32, dtype=torch.bool)
+    drawn[12:16, 8:12] = True
+    assert torch.equal(out[0][drawn], new[0][drawn])  # the sprite is shown
+    assert torch.equal(out[0][~drawn], prev[0][~drawn])  # elsewhere the previous pixels
+    without = carry_unchanged(new, prev, ids, ids.clone(), patch_size=4)  # ids alone: hidden
+    assert torch.equal(without, prev)
+
+
 def test_carry_unchanged_keeps_pixels_where_tokens_and_their_neighbours_did_not_change():
     prev = torch.rand(1, 32, 32, 3)
     new = torch.rand(1, 32, 32, 3)

@@ -35,6 +35,20 @@ def test_sprite_motion_follows_the_true_actions():
     assert ok / n >= 0.9, f"{ok}/{n}"
 
 
+def test_a_sprite_that_vanishes_has_not_moved():
+    """A world that loses its sprite in mid-level (it fades into the background) has not moved
+    it: the path stops where the sprite was last seen. (At the frame's edge a sprite that is gone
+    may have left the frame, which two frames cannot tell apart.)"""
+    from synthetic import draw
+
+    background = make_background(np.random.default_rng(0), 32)
+    for y, x in ((12, 12), (4, 20), (16, 4)):
+        frames = np.stack([draw(background, y, x, 4, wrap=False),
+                           draw(background, y + 4, x, 4, wrap=False), background, background])  # fmt: skip
+        path = player_path(torch.from_numpy(frames)[None])[0]
+        assert path[1].tolist() == [4.0, 0.0] and path[-1].tolist() == [4.0, 0.0], (y, x, path)
+
+
 def test_a_following_camera_means_the_player_moved_the_other_way():
     """A textured level scrolled left 1 px a frame (the camera follows a player running
     right): the player's path goes right by about the scroll."""
@@ -83,7 +97,8 @@ def test_actions_are_named_by_what_they_do_in_the_world():
     motions = measure_actions(SpriteWorld(), np.stack(starts), frames=8)
     names = name_motions(motions)
     assert names == ["up", "down", "left", "right", "noop"], names  # top-down: nothing falls back
-    assert motions[3].dx > 10 and motions[0].rise > 10 and motions[4].rise == 0
+    # measured over the first MOTION_FRAMES (4) frames of 2 px moves: about 8 px
+    assert motions[3].dx > 6 and motions[0].rise > 6 and motions[4].rise == 0
     keys = default_keys(names)
     assert keys[3] == ["ArrowRight", "d"] and keys[0] == ["ArrowUp", "w"] and keys[4] == []
 
@@ -105,6 +120,20 @@ def test_platformer_names_duplicates_and_keys():
     keys = default_keys(names)
     assert keys[2][:2] == ["ArrowRight", "d"] and keys[4][0] == "ArrowUp+ArrowRight"
     assert keys[5] == ["6"] and "ArrowRight" not in keys[5]  # the second "right": a number key
+
+
+def test_a_little_side_motion_is_drift_not_a_diagonal():
+    """A code that goes left and rises a third as far as the up code does is "left"; one whose
+    rise is as big as its run is a diagonal."""
+    m = [
+        ActionMotion(0, dx=0.0, rise=16.0, drop=0.0, back=0.0),
+        ActionMotion(1, dx=0.5, rise=0.0, drop=16.0, back=1.0),
+        ActionMotion(2, dx=-16.0, rise=5.0, drop=0.0, back=0.0),
+        ActionMotion(3, dx=-12.0, rise=12.0, drop=0.0, back=0.0),
+        ActionMotion(4, dx=14.0, rise=0.0, drop=6.0, back=1.0),
+        ActionMotion(5, dx=0.0, rise=0.0, drop=0.0, back=1.0),
+    ]
+    assert name_motions(m) == ["up", "down", "left", "upleft", "right", "noop"]
 
 
 def test_a_code_the_lam_never_gives_is_unused_and_sets_no_scale():

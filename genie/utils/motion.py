@@ -29,11 +29,13 @@ CHANGED = 0.1  # a pixel changed when its |difference| (0-1 range, summed over R
 
 def region_motion(a: torch.Tensor, b: torch.Tensor, radius: int = 4) -> torch.Tensor:
     """Displacement of what changed between a and b: float (N, H, W, 3) in [0, 1] -> (N, 2)
-    (dy, dx) px. Every shift d within `radius` is scored on the changed pixels: a pixel is
-    explained when b there is a moved by d (where a sprite arrived) or a there is b moved back
-    by d (where it left). The best shift wins if it explains at least half the change, else
-    (0, 0). One moving sprite: its motion; several: the one that changed most of the picture.
-    Pixels a shift brings in from outside the frame do not count."""
+    (dy, dx) px. Every shift d within `radius` is scored on the changed pixels: how far b there is
+    from a moved by d (where a sprite arrived) and a there from b moved back by d (where it
+    left), averaged. A sprite that moved by d matches both ways on every pixel it changed; one
+    that vanished matches only the first, so a disappearance is not read as a move. The best
+    shift wins if it explains at least half the change, else (0, 0). One moving sprite: its
+    motion; several: the one that changed most of the picture. Pixels a shift brings in from
+    outside the frame do not count."""
     n, hgt, wid = a.shape[:3]
     changed = ((a - b).abs().sum(-1) > CHANGED).float()  # (N, H, W)
     area = changed.sum((1, 2)).clamp_min(1)
@@ -49,7 +51,9 @@ def region_motion(a: torch.Tensor, b: torch.Tensor, radius: int = 4) -> torch.Te
                      slice(radius + dx, radius + dx + wid))  # fmt: skip
             arrived = (pa[back] - cb).abs().sum(1)  # b[p] vs a[p - d]: (N, H, W)
             left = (ca - pb[ahead]).abs().sum(1)  # a[p] vs b[p + d]
-            err = torch.fmin(arrived, left).nan_to_num(3.0)  # outside the frame: unexplained
+            # a sprite that moved by d is explained both ways; one that vanished only one way
+            # (its old place matches what was beside it), so it does not count as a move
+            err = torch.stack([arrived, left]).nanmean(0).nan_to_num(3.0)  # outside: unexplained
             costs.append((err * changed).sum((1, 2)) / area + 1e-4 * (abs(dy) + abs(dx)))
             moves.append((dy, dx))
     costs_t = torch.stack(costs, -1)  # (N, D)

@@ -63,7 +63,11 @@ class _Snapshot:
     dyn: object  # the dynamics' play state
     dec: KVCache
     rng: list[torch.Tensor]  # each row's generator state
-    shown: tuple[torch.Tensor, torch.Tensor] | None  # last frames shown (float) and their ids
+    shown: tuple[torch.Tensor, ...] | None  # last frames shown (float), their ids, as decoded
+
+
+CARRY_REDRAWN = 0.05  # a patch whose decoded pixels moved by more than this (mean |diff|, 0-1)
+# since the decoder last drew it is shown anew, even where its own token did not change
 
 
 def carry_unchanged(
@@ -73,6 +77,7 @@ def carry_unchanged(
     prev_ids: torch.Tensor,
     patch_size: int,
     margin: int = 0,
+    prev_decoded: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Skip-block decoding, as video codecs do: where a frame's tokens equal the previous frame's
     (and so do the tokens within `margin` patches), keep the previous frame's pixels instead of
@@ -81,10 +86,20 @@ def carry_unchanged(
     the changed patches) measured best on CoinRun: t=1 PSNR 27.33 vs 25.27 dB with margin 1
     (docs/RESULTS.md); world.json "sampling": {"carry_margin": 1} widens it.
 
-    new, prev: frames (B, H, W, C); new_ids, prev_ids: (B, h, w) -> frames (B, H, W, C)."""
+    A convolutional decoder draws a patch from its neighbours' tokens too: a sprite that moved
+    can land in a patch whose own token stayed the same (the token only says "something beside
+    me changed"). Given the decoder's previous frame (`prev_decoded`), a patch it now draws
+    differently (by more than `CARRY_REDRAWN`) is shown anew, so a moving sprite is never
+    hidden under the previous frame's pixels.
+
+    new, prev, prev_decoded: frames (B, H, W, C); new_ids, prev_ids: (B, h, w) -> (B, H, W, C)."""
     changed = (new_ids != prev_ids).float()[:, None]  # (B, 1, h, w)
     if margin:
         changed = F.max_pool2d(changed, 2 * margin + 1, stride=1, padding=margin)
+    if prev_decoded is not None:
+        moved = (new.float() - prev_decoded.float()).abs().mean(-1)[:, None]  # (B, 1, H, W)
+        redrawn = F.avg_pool2d(moved, patch_size) > CARRY_REDRAWN  # (B, 1, h, w)
+        changed = torch.maximum(changed, redrawn.float())
     keep = (changed[:, 0] == 0).repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)
     return torch.where(keep[..., None], prev.to(new.dtype), new)  # (B, H, W, C)
 
@@ -131,7 +146,8 @@ class WorldEngine:
         self._pending: Future | None = None  # a frame's commit still running (see _advance)
         self.overlap: bool | None = None  # commit beside decoding: None = where it is faster
         self._dec: KVCache | None = None  # the decoder's cache
-        self._shown: tuple[torch.Tensor, torch.Tensor] | None = None  # (B, H, W, 3), (B, h, w)
+        # last shown: frames (B, H, W, 3), their ids or latents, the decoder's own frames
+        self._shown: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._history: list[np.ndarray] = []  # played frames, uint8 (B, H, W, 3) each
         self._actions: list[np.ndarray] = []  # actions taken, (B,) each
         self._undo: list[_Snapshot] = []
@@ -273,11 +289,11 @@ class WorldEngine:
             for i in range(t):
                 a = None if i == 0 or acts is None else torch.from_numpy(acts[:, i - 1])
                 self.dynamics.append_frame(dyn, x[:, i], a)
-                getattr(self.tokenizer, self._decode_name)(x[:, i], dec)
+                decoded = getattr(self.tokenizer, self._decode_name)(x[:, i], dec).float()
         self.seed = seeds[0]  # a failed reset (above) changes nothing
         self._gens = [torch.Generator().manual_seed(s) for s in seeds]
         self._dyn, self._dec = dyn, dec
-        self._shown = (to_float(torch.from_numpy(frames[:, -1])), x[:, -1])
+        self._shown = (to_float(torch.from_numpy(frames[:, -1])), x[:, -1], decoded)
         self._history = [frames[:, i] for i in range(t)]
         self._actions, self._undo = [], []
         return self._history[-1][0] if single else self._history[-1]
@@ -380,9 +396,11 @@ class WorldEngine:
             decoded = getattr(self.tokenizer, self._decode_name)(x, self._dec).float()
         shown = decoded
         if self.carry_unchanged and self._shown is not None:
-            prev, prev_ids = self._shown
-            shown = carry_unchanged(decoded, prev, x, prev_ids, self.patch_size, s.carry_margin)
-        self._shown = (shown, x)
+            prev, prev_ids, prev_decoded = self._shown
+            shown = carry_unchanged(
+                decoded, prev, x, prev_ids, self.patch_size, s.carry_margin, prev_decoded
+            )
+        self._shown = (shown, x, decoded)
         return Played(to_uint8(shown).numpy(), to_uint8(decoded).numpy())
 
     def _commit(self, state, x: torch.Tensor, actions: torch.Tensor, gens, options: dict) -> None:
@@ -423,8 +441,7 @@ class WorldEngine:
         fork._gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         fork._dyn, fork._dec = self._dyn.repeat(n), self._dec.repeat(n)
         if self._shown is not None:
-            frame, x = self._shown
-            fork._shown = (frame.repeat(n, 1, 1, 1), x.repeat(n, *([1] * (x.ndim - 1))))
+            fork._shown = tuple(v.repeat(n, *([1] * (v.ndim - 1))) for v in self._shown)
         fork._history = [np.repeat(self._history[-1], n, 0)]
         return fork
 

@@ -1,20 +1,26 @@
 """Name a world's latent actions by what they do in the world itself, with no action labels.
 
 A world trained on latent actions (a LAM's codes) has actions "action 0..A-1". To name them,
-each code is held for `HOLD_FRAMES` frames from several start frames, in one batched rollout of
-the world, and the player's motion is measured in the generated frames
+each code is held for `HOLD_FRAMES` frames from several start frames (the world's examples, or
+given its data, random frames of that), in one batched rollout of the world, and the player's motion is measured in the generated frames
 (`genie.utils.motion.player_path`: minus the camera's scroll, or the moving sprite):
 
-* dx: where the player ended, horizontally (px, right > 0), averaged over the starts;
-* rise / drop: how far it went up / down at its highest / lowest point;
-* back: how much of its (mean path's) rise it fell back by the end (a jump comes down again).
+* dx: where the player is after `MOTION_FRAMES` frames, horizontally (px, right > 0), averaged
+  over the starts;
+* rise / drop: how far its mean path (over the starts) went up / down in those frames at its
+  highest / lowest point (a world that jitters the sprite up in one start and down in another
+  cancels out);
+* back: how much of its rise it fell back by the end of the hold (a jump comes down again).
 
 A code moves on an axis when its motion there is at least `MOVE_SHARE` of the largest any code
-reaches (and at least `MIN_PX`). Names follow the game's kind: where codes go up but none
-goes down, or those that go up come back down (gravity), a platformer's noop / left / right /
-jump / jump-left / jump-right; else a top-down game's compass (up, downleft, ...). A name taken twice goes to the code that does
-it most; the others are "right 2", "right 3" (a number key). The names then get the usual keys
-(`genie.world.folder.default_keys`: arrows, WASD, chords; noop = no key).
+reaches (and at least `MIN_PX`); it moves diagonally when the weaker axis's share of that
+largest motion is at least `DIAGONAL_SHARE` of the stronger one's (a little rise while running
+right is drift). Names follow the game's kind: where codes go up but none goes down, or those
+that go up come back down (gravity), a platformer's noop / left / right / jump / jump-left /
+jump-right; else a top-down game's compass (up, downleft, ...). A name taken twice goes to the
+code that does it most (drift off the name's axes counts against it); the others are
+"right 2", "right 3" (a number key). The names then get
+the usual keys (`genie.world.folder.default_keys`: arrows, WASD, chords; noop = no key).
 
 Given the data the world was trained on, the LAM first labels a sample of its transitions: a
 code it gives to fewer than `USED_SHARE` of them is one the dynamics hardly saw, so whatever it
@@ -34,21 +40,28 @@ import torch
 
 from genie.world.folder import UNUSED
 
-HOLD_FRAMES = 12  # frames each code is held per start
+HOLD_FRAMES = 12  # frames each code is held per start (a jump rises and comes back down)
+MOTION_FRAMES = 4  # where a code heads: its motion over the first frames of the hold, before
+# the player reaches a wall (a move into a wall is one the LAM calls "stay", so the world never
+# learned it) or the world's own errors add up
 MOVE_SHARE = 0.3  # a code moves on an axis at >= this share of the largest motion there
 MIN_PX = 1.5  # ... and at least this many pixels
-GRAVITY_BACK = 0.3  # codes that rise come back down by this share of the rise: a platformer
+DIAGONAL_SHARE = 0.5  # a code moves diagonally when its weaker axis (as a share of that axis's
+# largest motion) is at least this share of its stronger one; less is drift, not a diagonal
+GRAVITY_BACK = 0.5  # codes that rise come back down by this share of the rise: a platformer
 USED_SHARE = 0.01  # a code the LAM gives to fewer of the data's transitions than this is unused
 USAGE_CLIPS = 64  # clips of the data the LAM labels to measure that
+EXAMPLE_STARTS = 6  # start frames: the world's examples, or with its data
+DATA_STARTS = 12  # ... this many random frames of it
 
 
 @dataclass
 class ActionMotion:
     action: int
-    dx: float  # mean horizontal end position (px, right > 0)
-    rise: float  # mean highest point above the start (px, >= 0)
-    drop: float  # mean lowest point below the start (px, >= 0)
-    back: float  # mean share of the rise lost again by the end (0: stayed up)
+    dx: float  # the mean path's horizontal position after MOTION_FRAMES (px, right > 0)
+    rise: float  # ... its highest point above the start in those frames (px, >= 0)
+    drop: float  # ... its lowest point below the start in those frames (px, >= 0)
+    back: float  # share of the mean path's rise lost again by the end of the hold (0: stayed up)
     name: str = ""
 
 
@@ -65,16 +78,17 @@ def measure_actions(engine, starts: np.ndarray, frames: int = HOLD_FRAMES) -> li
     clips = np.concatenate([np.repeat(starts[None], a, 0).reshape(a * s, 1, *starts.shape[1:]),
                             out], 1)  # fmt: skip
     path = player_path(torch.from_numpy(clips)).reshape(a, s, frames + 1, 2)  # (dy, dx)
-    dy = path[..., 0]  # (A, S, K+1)
-    mean_dy = dy.mean(1)  # (A, K+1): the typical path (a jump peaks at about the same frame)
+    mean_path = path.mean(1)  # (A, K+1, 2): the typical path (a jump peaks at about the same frame)
+    mean_dy = mean_path[..., 0]
     top = (-mean_dy).amax(-1).clamp_min(1e-6)
-    back = ((mean_dy[:, -1] + top) / top).clamp(0, 1)  # (A,)
+    back = ((mean_dy[:, -1] + top) / top).clamp(0, 1)  # (A,) over the whole hold
+    early = mean_path[:, : min(frames, MOTION_FRAMES) + 1]  # (A, M+1, 2): where it heads
     return [
         ActionMotion(
             action=i,
-            dx=float(path[i, :, -1, 1].mean()),
-            rise=float((-dy[i]).amax(-1).clamp_min(0).mean()),
-            drop=float(dy[i].amax(-1).clamp_min(0).mean()),
+            dx=float(early[i, -1, 1]),
+            rise=max(0.0, float((-early[i, :, 0]).amax())),
+            drop=max(0.0, float(early[i, :, 0].amax())),
             back=float(back[i]),
         )
         for i in range(a)
@@ -99,9 +113,14 @@ def name_motions(motions: list[ActionMotion], used: list[bool] | None = None) ->
         v = ""
         if max(m.rise, m.drop) >= v_min:
             v = "up" if m.rise >= m.drop else "down"
-        strength = abs(m.dx) / max(h_max, 1e-6) + max(m.rise, m.drop) / max(v_max, 1e-6)
+        h_share, v_share = abs(m.dx) / max(h_max, 1e-6), max(m.rise, m.drop) / max(v_max, 1e-6)
+        if h and v and min(h_share, v_share) < DIAGONAL_SHARE * max(h_share, v_share):
+            h, v = (h, "") if h_share > v_share else ("", v)  # the side motion is drift
         if not h and not v:
-            return "noop", -strength  # the stillest code is the noop
+            return "noop", -(h_share + v_share)  # the stillest code is the noop
+        # how much it does what its name says: drift off the name's axes counts against it
+        on = (h_share if h else 0.0) + (v_share if v else 0.0)
+        strength = on - (h_share + v_share - on)
         if gravity and v == "up":
             return ("jump-" + h if h else "jump"), strength
         return v + h, strength
@@ -119,26 +138,34 @@ def name_motions(motions: list[ActionMotion], used: list[bool] | None = None) ->
     return names
 
 
-def start_frames(world, data: str | Path | None = None, count: int = 6) -> np.ndarray:
-    """uint8 (S, H, W, 3): the world's start frames (examples/), else frames of the data's
-    validation (or test, or train) episodes."""
+def start_frames(world, data: str | Path | None = None, seed: int = 0) -> np.ndarray:
+    """uint8 (S, H, W, 3): with the world's data, `DATA_STARTS` random frames of its validation
+    (or test, or train) episodes, the situations the world learned from (more of them than a
+    world's few examples, and not only where its episodes begin); else the world's start frames
+    (examples/)."""
     from genie.utils.errors import UserError
     from genie.utils.images import load_image
 
     size = world.frame_size[0]
-    if world.examples:
-        return np.stack([load_image(p, size) for p in world.examples[:count]])
     if data is None:
-        raise UserError(f"{world.root} has no examples/: give --data to take start frames from")
+        if not world.examples:
+            raise UserError(f"{world.root} has no examples/: give --data to take start frames from")
+        return np.stack([load_image(p, size) for p in world.examples[:EXAMPLE_STARTS]])
     from genie.data.format import open_dataset, shard_path
 
     m = open_dataset(data)
     split = next((s for s in ("val", "test") if s in m.splits()), "train")
-    episodes = [e for e in m.episodes if e.split == split][:count]
+    episodes = [e for e in m.episodes if e.split == split and e.length > 0]
+    rng = np.random.default_rng(seed)
+    shards: dict[str, np.ndarray] = {}
     out = []
-    for e in episodes:
-        frames = np.load(shard_path(data, e.shard, "frames"), mmap_mode="r")
-        out.append(load_image(np.asarray(frames[e.start + e.length // 3]), size))
+    for i in rng.integers(len(episodes), size=DATA_STARTS):
+        e = episodes[i]
+        if e.shard not in shards:
+            shards[e.shard] = np.load(shard_path(data, e.shard, "frames"), mmap_mode="r")
+        out.append(
+            load_image(np.asarray(shards[e.shard][e.start + int(rng.integers(e.length))]), size)
+        )
     return np.stack(out)
 
 
@@ -188,7 +215,7 @@ def name_world_actions(
 
     world = World.from_folder(world_dir)
     engine = WorldEngine(world, seed=seed)
-    motions = measure_actions(engine, start_frames(world, data))
+    motions = measure_actions(engine, start_frames(world, data, seed=seed))
     usage = None if data is None else code_usage(world_dir, data, seed=seed)
     names = name_motions(motions, None if usage is None else list(usage >= USED_SHARE))
     if write:
@@ -197,6 +224,7 @@ def name_world_actions(
         meta["actions"]["named_by"] = {
             "method": "motion in the world's own frames (genie name-actions)",
             "frames_held": HOLD_FRAMES,
+            "frames_measured": MOTION_FRAMES,
             "motions": [asdict(m) for m in motions],
         }
         if usage is not None:
@@ -223,8 +251,8 @@ def add_cli(sub) -> None:
     p.add_argument("--world", required=True, help="world folder (its world.json is updated)")
     p.add_argument(
         "--data",
-        help="the world's training data: start frames when it has no examples/, and the codes "
-        "its LAM never gives (named unused, no key)",
+        help="the world's training data: the start frames are then 12 random frames of it "
+        "(else the world's examples), and the codes its LAM never gives are named unused (no key)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the names, do not write them")
     p.add_argument("--seed", type=int, default=0, help="sampling seed of the rollouts")
