@@ -87,9 +87,10 @@ class LAMConfig:
     inputs: str = "pixels"  # "pixels" (Genie) or "latents": the world's frame autoencoder's tokens
     latent_grid: int = 0  # latents: tokens per side of the autoencoder's grid (set from the world)
     latent_dim: int = 0  # latents: values per token (set from the world)
-    # the defaults above are the settings that recovered true actions (tests/test_lam.py, the
-    # shipped CoinRun LAM); a config.json without this field is version 1, whose missing fields
-    # take the defaults of then (`LEGACY_DEFAULTS`), so older worlds keep their behaviour
+    # the defaults above are the settings that recovered true actions (synthetic sprite video,
+    # tests/test_unlabeled_video.py; the shipped CoinRun LAM); a config.json without this field
+    # is version 1, whose missing fields take the defaults of then (`LEGACY_DEFAULTS`), so older
+    # worlds keep their behaviour
     config_version: int = 2
 
     LEGACY_DEFAULTS: ClassVar[dict[int, dict[str, Any]]] = {
