@@ -10,7 +10,19 @@ import pytest
 # frames) are about fp32; the bf16 tests ask for bf16 explicitly (tests/test_precision.py).
 os.environ.setdefault("GENIE_PRECISION", "fp32")
 
+import torch
+
 from genie.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Each test starts with the session's torch thread count: one that builds the playground
+    in-process (`genie play` sets its default of 1 thread) must not leave every later test,
+    training included, on one core."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
