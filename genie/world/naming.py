@@ -151,29 +151,36 @@ def start_frames(world, data: str | Path | None = None, seed: int = 0) -> np.nda
         if not world.examples:
             raise UserError(f"{world.root} has no examples/: give --data to take start frames from")
         return np.stack([load_image(p, size) for p in world.examples[:EXAMPLE_STARTS]])
-    from genie.data.format import open_dataset, shard_path
+    from genie.data.format import open_dataset
 
     m = open_dataset(data)
     split = next((s for s in ("val", "test") if s in m.splits()), "train")
     episodes = [e for e in m.episodes if e.split == split and e.length > 0]
-    rng = np.random.default_rng(seed)
+    clips = _random_clips(data, episodes, DATA_STARTS, 1, np.random.default_rng(seed))
+    return np.stack([load_image(c[0], size) for c in clips])
+
+
+def _random_clips(data, episodes: list, count: int, length: int, rng) -> list[np.ndarray]:
+    """`count` clips of `length` frames (uint8 (length, H, W, 3)), each from a random episode of
+    `episodes` (at least `length` long) at a random start; each shard is read once, mapped."""
+    from genie.data.format import shard_path
+
     shards: dict[str, np.ndarray] = {}
     out = []
-    for i in rng.integers(len(episodes), size=DATA_STARTS):
+    for i in rng.integers(len(episodes), size=count):
         e = episodes[i]
         if e.shard not in shards:
             shards[e.shard] = np.load(shard_path(data, e.shard, "frames"), mmap_mode="r")
-        out.append(
-            load_image(np.asarray(shards[e.shard][e.start + int(rng.integers(e.length))]), size)
-        )
-    return np.stack(out)
+        start = e.start + int(rng.integers(e.length - length + 1))
+        out.append(np.array(shards[e.shard][start : start + length]))
+    return out
 
 
 def code_usage(world_dir: str | Path, data: str | Path, clips: int = USAGE_CLIPS, seed: int = 0):
     """float (A,): the share of `clips` random clips' transitions of `data` (train split, else
     all) that the world's LAM labels with each code; None when the world has no LAM or the
     data's frames are not the LAM's size."""
-    from genie.data.format import open_dataset, shard_path
+    from genie.data.format import open_dataset
     from genie.world.folder import load_part
 
     if not (Path(world_dir) / "lam").is_dir():
@@ -188,16 +195,8 @@ def code_usage(world_dir: str | Path, data: str | Path, clips: int = USAGE_CLIPS
     ]
     if not episodes:
         return None
-    rng = np.random.default_rng(seed)
     n = min(t, min(e.length for e in episodes))  # one clip length: the clips go in one batch
-    shards: dict[str, np.ndarray] = {}
-    batch = []
-    for i in rng.integers(len(episodes), size=clips):
-        e = episodes[i]
-        if e.shard not in shards:
-            shards[e.shard] = np.load(shard_path(data, e.shard, "frames"), mmap_mode="r")
-        start = e.start + int(rng.integers(e.length - n + 1))
-        batch.append(np.array(shards[e.shard][start : start + n]))
+    batch = _random_clips(data, episodes, clips, n, np.random.default_rng(seed))
     ids = torch.cat([lam.infer_actions(torch.from_numpy(np.stack(batch[k : k + 16])))
                      for k in range(0, len(batch), 16)])  # fmt: skip
     counts = np.bincount(ids.reshape(-1).numpy(), minlength=lam.num_actions)
