@@ -118,3 +118,29 @@ def test_what_equality_a_batched_diffusion_player_keeps(tmp_path):
             e.reset(starts, seed=[5, 6, 7])
             runs.append(e.rollout(acts))
         np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_bf16_play_casts_the_weights_once_and_draws_the_same_frames(tmp_path):
+    """An engine playing in bf16 uses copies of the world's parts whose Linear and Conv weights
+    are already bf16, made once per world: the frames are those of autocast casting the fp32
+    weights on every call, bit for bit."""
+    from genie.world.folder import World
+
+    world = World.from_folder(make_tiny_autoencoder_world(tmp_path / "w"))
+    start = np.full((32, 32, 3), 90, np.uint8)
+    acts = [i % world.num_actions for i in range(8)]
+    frames = []
+    for parts in ((world.tokenizer, world.dynamics), None):
+        engine = WorldEngine(world, seed=0, precision="bf16")
+        if parts is not None:  # what bf16 play did before: the fp32 parts under autocast
+            engine.tokenizer, engine.dynamics = parts
+        engine.reset(start)
+        frames.append(engine.rollout(acts))
+    np.testing.assert_array_equal(frames[0], frames[1])
+    cast = WorldEngine(world, precision="bf16")
+    assert cast.dynamics is not world.dynamics and cast.tokenizer is not world.tokenizer
+    linears = [m for m in cast.dynamics.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert WorldEngine(world, precision="bf16").dynamics is cast.dynamics  # made once
+    assert WorldEngine(world, precision="fp32").dynamics is world.dynamics
+    assert next(world.dynamics.parameters()).dtype == torch.float32  # the world's own untouched

@@ -10,6 +10,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from genie.serve import batcher as batcher_module
 from genie.serve.batcher import Batcher, batch_key, step_together
 from genie.utils.errors import UserError
 from genie.world.engine import WorldEngine
@@ -66,7 +67,12 @@ def test_players_stepped_together_see_what_each_sees_alone(world):
     np.testing.assert_array_equal(engines[1].undo(), want[1][-2])
 
 
-def test_the_batcher_serves_threads_in_shared_calls_and_fails_a_bad_request_alone(world):
+def test_the_batcher_serves_threads_in_shared_calls_and_fails_a_bad_request_alone(
+    world, monkeypatch
+):
+    """Also the lanes: on two cores a batch of 4 steps as two lanes of 2, one per core, and
+    each player still sees exactly its frames alone."""
+    monkeypatch.setattr(batcher_module, "cores", lambda: 2)
     players = plans(world, n=4, seed=1)
     want = [alone(world, p) for p in players]
     batcher = Batcher(window_s=0.05)
@@ -103,6 +109,7 @@ def test_the_batcher_serves_threads_in_shared_calls_and_fails_a_bad_request_alon
         "unknown action" in e for e in errors
     )
     assert batcher.rows == 4 * STEPS and batcher.batches < batcher.rows  # calls were shared
+    assert batcher.split > 0  # some batches ran as lanes
 
 
 def test_a_lone_player_does_not_wait_for_a_batch(world):

@@ -122,7 +122,7 @@ class WorldEngine:
         self.world = world
         # auto: bf16 autocast where this machine runs it faster (genie.utils.precision)
         self.precision, self.precision_note = resolve_precision(precision or default_precision())
-        self.tokenizer, self.dynamics = world.tokenizer, world.dynamics
+        self.tokenizer, self.dynamics = world.play_parts(self.precision)
         # world.json "sampling" over the dynamics' defaults, then these overrides
         self.sampling = world.sampling.replace(
             steps=steps,

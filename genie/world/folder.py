@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from filelock import FileLock
 from genie.models.registry import SLOTS as PARTS
 from genie.models.registry import kind_of_folder, kind_of_model
 from genie.utils.errors import UserError
+from genie.utils.precision import cast_for_autocast
 
 WORLD_JSON = "world.json"
 TOKENS_KEY = "tokenizer_encoder"  # fingerprint of the tokenizer weights that decide the code ids
@@ -344,6 +346,22 @@ class World:
     def __init__(self, root: Path, meta: dict, tokenizer, dynamics, lam=None):
         self.root, self.meta = root, meta
         self.tokenizer, self.dynamics, self.lam = tokenizer, dynamics, lam
+        self._play_parts: dict[str, tuple] = {}  # precision -> (tokenizer, dynamics) to play
+        self._play_lock = threading.Lock()
+
+    def play_parts(self, precision: str) -> tuple:
+        """(tokenizer, dynamics) as an engine plays them in `precision`: in bf16, copies made
+        once per world with their Linear and Conv weights already in bf16
+        (`genie.utils.precision.cast_for_autocast`: the same frames, about 3 ms less a frame);
+        in fp32 the world's own. Shared by every engine of this world (the batcher makes one
+        per batched step)."""
+        with self._play_lock:
+            if precision not in self._play_parts:
+                self._play_parts[precision] = (
+                    cast_for_autocast(self.tokenizer, precision),
+                    cast_for_autocast(self.dynamics, precision),
+                )
+            return self._play_parts[precision]
 
     @classmethod
     def from_folder(cls, path: str | Path, device: str = "cpu", with_lam: bool = False) -> World:
