@@ -238,9 +238,7 @@ class Batcher:
         with self._lock:
             self.split += 1
         chunks = [list(c) for c in np.array_split(np.arange(len(group)), n)]
-        run = [
-            ([group[i].engine for i in c], [group[i].action for i in c], False) for c in chunks
-        ]
+        run = [([group[i].engine for i in c], [group[i].action for i in c], False) for c in chunks]
         others = [self._lanes.submit(step_together, *args) for args in run[1:]]
         try:
             frames = step_together(*run[0])
