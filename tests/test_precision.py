@@ -84,17 +84,23 @@ def test_bf16_play_stays_within_tolerance_of_fp32(tmp_path):
     assert diff <= 4.0, diff
 
 
-def test_attention_under_bf16_autocast_matches_fp32():
-    from genie.models.blocks import Attention
+@pytest.mark.parametrize("length", [10, 40])  # a few keys (softmax taken transposed) and more
+def test_attention_under_bf16_autocast_matches_fp32(length):
+    from genie.models.blocks import SHORT_KEYS, Attention
 
+    assert 10 < SHORT_KEYS <= 40
     torch.manual_seed(0)
     att = Attention(64, 4)
-    x = torch.randn(3, 10, 64)
+    x = torch.randn(3, length, 64)
+    mask = torch.rand(length, length) < 0.7
+    mask |= torch.eye(length, dtype=torch.bool)  # every query keeps a key
     with torch.no_grad():
-        want = att(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            got = att(x).float()
-    assert (got - want).abs().max() < 0.05 * want.abs().max()
+        q, k, v = att.project(x)
+        for m, causal in ((None, False), (None, True), (mask, False)):
+            want = att.attend(q, k, v, mask=m, is_causal=causal)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                got = att.attend(q, k, v, mask=m, is_causal=causal).float()
+            assert (got - want).abs().max() < 0.05 * want.abs().max(), (m is None, causal)
 
 
 def test_what_equality_a_batched_diffusion_player_keeps(tmp_path):
