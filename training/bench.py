@@ -9,7 +9,8 @@ counted by torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions, atte
 elementwise ops), the GFLOP/s that makes, and its fraction of this machine's matmul peak in
 the same precision, measured here with large matmuls on all threads. Each part is measured in
 fp32 and, where this machine runs bf16 fast (`genie.utils.precision`), under bf16 autocast
-(attention, norms and losses in fp32, as training runs it), with the speed-up beside it. Data
+(attention, norms and losses in fp32, as training runs it), their steps alternating, with the
+speed-up beside it. Data
 loading and, for the dynamics, the tokenizer/LAM passes that make its batch are not included.
 """
 
@@ -83,8 +84,11 @@ def build(part: str, preset_name: str):
 
 
 def measure(
-    part: str, preset_name: str, steps: int, warmup: int, peak: float, precision: str = "fp32"
-) -> dict:
+    part: str, preset_name: str, steps: int, warmup: int, peaks: dict[str, float]
+) -> list[dict]:
+    """One row per precision in `peaks` (precision -> this machine's matmul peak in it). The
+    precisions' steps alternate (one model, one optimizer): a slow spell of a shared host
+    slows both alike, so their ratio holds where separate runs drifted by 10-15%."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -93,7 +97,7 @@ def measure(
     model, batch, cfg = build(part, preset_name)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def step() -> None:
+    def step(precision: str) -> None:
         with autocast(precision):
             loss, _ = model.compute_loss(batch)
         loss.backward()
@@ -108,28 +112,33 @@ def measure(
     optimizer.zero_grad(set_to_none=True)
     flops = counter.get_total_flops()
     for _ in range(warmup):
-        step()
-    times = []
+        for p in peaks:
+            step(p)
+    times: dict[str, list[float]] = {p: [] for p in peaks}
     for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    sec = statistics.median(times)  # robust to a step slowed down by another process
+        for p in peaks:
+            t = time.perf_counter()
+            step(p)
+            times[p].append(time.perf_counter() - t)
     b, t_ = batch["frames"].shape[:2]
-    row = {
-        "part": part,
-        "precision": precision,
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "batch": f"{b}x{t_}",
-        "s_per_step": sec,
-        "frames_per_s": b * t_ / sec,
-        "gflop_per_step": flops / 1e9,
-        "gflop_per_s": flops / sec / 1e9,
-        "fraction_of_peak": flops / sec / 1e9 / peak,
-    }
-    if hasattr(model.config, "tokens_per_frame"):  # a dynamics: its tokens are its work
-        row["tokens_per_s"] = b * t_ * model.config.tokens_per_frame / sec
-    return row
+    rows = []
+    for p, peak in peaks.items():
+        sec = statistics.median(times[p])  # robust to a step slowed down by another process
+        row = {
+            "part": part,
+            "precision": p,
+            "params_m": sum(x.numel() for x in model.parameters()) / 1e6,
+            "batch": f"{b}x{t_}",
+            "s_per_step": sec,
+            "frames_per_s": b * t_ / sec,
+            "gflop_per_step": flops / 1e9,
+            "gflop_per_s": flops / sec / 1e9,
+            "fraction_of_peak": flops / sec / 1e9 / peak,
+        }
+        if hasattr(model.config, "tokens_per_frame"):  # a dynamics: its tokens are its work
+            row["tokens_per_s"] = b * t_ * model.config.tokens_per_frame / sec
+        rows.append(row)
+    return rows
 
 
 def run(args) -> int:
@@ -150,10 +159,11 @@ def run(args) -> int:
     peaks = {"fp32": matmul_peak_gflops()}
     if "bf16" in precisions:
         peaks["bf16"] = matmul_peak_gflops(dtype=torch.bfloat16)
+    peaks = {p: peaks[p] for p in precisions}
     rows = [
-        measure(part, args.preset, args.steps, args.warmup, peaks[p], p)
+        row
         for part in args.parts
-        for p in precisions
+        for row in measure(part, args.preset, args.steps, args.warmup, peaks)
     ]
     result = {
         "preset": args.preset,

@@ -110,7 +110,7 @@ def seconds_per_step(part: str, preset: str, backend: str, precision: str) -> fl
     from training.bench import measure
 
     kind = "diffusion" if part == "dynamics" and backend == "diffusion" else part
-    return measure(kind, preset, steps=3, warmup=1, peak=1.0, precision=precision)["s_per_step"]
+    return measure(kind, preset, steps=3, warmup=1, peaks={precision: 1.0})[0]["s_per_step"]
 
 
 def budget_to_steps(plan: WorldPlan, precision: str) -> None:
