@@ -165,6 +165,13 @@ def test_a_patchgan_fine_tune_of_a_trained_decoder(tmp_path):
                            before.decode_latents(before.encode_latents(frames)))  # fmt: skip
     meta = json.loads((tmp_path / "w" / "world.json").read_text())
     assert meta["training"]["tokenizer"]["set"] == {"adv_weight": 0.5, "adv_start": 0}
+    assert "init_from_training" not in meta["training"]["tokenizer"]  # "a" has no world.json
+    # a part fine-tuned from a world's part keeps how that one was trained (its lineage)
+    again = ["train", "autoencoder", *common[:-3], "--init-from", tmp_path / "w" / "tokenizer",
+             "--freeze-encoder", "--world", tmp_path / "w2", "--steps", "2", "--run-dir", tmp_path / "r2"]  # fmt: skip
+    assert main([str(a) for a in again]) == 0
+    record = json.loads((tmp_path / "w2" / "world.json").read_text())["training"]["tokenizer"]
+    assert record["steps"] == 2 and record["init_from_training"]["steps"] == 3
     bad = {"no_such_field=1": "r-bad1", "latent_channels=8": "r-bad2", "adv_weight": "r-bad3",
            "adv_weight=strong": "r-bad4", "token_patch=3": "r-bad5"}  # fmt: skip
     for item, run_dir in bad.items():

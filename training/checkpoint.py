@@ -198,12 +198,29 @@ def export_info(settings, progress: Progress, part, accelerator, metrics: dict) 
         "device": str(accelerator.device),
         "wall_clock_s": round(progress.elapsed_s, 1),
         **({"init_from": s.init_from} if s.init_from else {}),
+        **({"init_from_training": base} if (base := _base_training(s.init_from)) else {}),
         **({"decoder_only": True} if s.freeze_encoder else {}),
         **({"set": s.model_set} if s.model_set else {}),
         "ema": s.train.ema_decay,
         "metrics": metrics,
         **part.export_info(),
     }
+
+
+def _base_training(init_from: str | None) -> dict[str, Any] | None:
+    """How the weights a run started from were trained (the world.json beside the part folder
+    given to --init-from), so a fine-tuned part keeps its whole lineage and its CPU time."""
+    if not init_from:
+        return None
+    from genie.world.folder import WORLD_JSON
+
+    part_dir = Path(init_from)
+    try:
+        meta = json.loads((part_dir.parent / WORLD_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    record = meta.get("training", {}).get(part_dir.name)
+    return record if isinstance(record, dict) else None
 
 
 def release(world: Path, part: str, model: torch.nn.Module, ema, info: dict[str, Any]) -> None:
