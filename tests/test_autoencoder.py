@@ -155,7 +155,9 @@ def test_a_patchgan_fine_tune_of_a_trained_decoder(tmp_path):
     run = ["train", "autoencoder", *common, "--steps", "3", "--run-dir", tmp_path / "r"]
     assert main([str(a) for a in [*run, "--set", "adv_weight=0.5", "--set", "adv_start=0"]]) == 0
     tuned = FrameAutoencoder.from_pretrained(tmp_path / "w" / "tokenizer")
-    assert tuned.config.adv_weight == 0.5 and tuned.disc is not None
+    assert tuned.config.adv_weight == 0.5 and tuned.disc is not None  # built fresh on load
+    shipped = load_file(str(tmp_path / "w" / "tokenizer" / "model.safetensors"))
+    assert not any(k.startswith("disc.") for k in shipped)  # a world ships no discriminator
     header = (tmp_path / "r" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"adv", "disc"} <= set(header)
     before = FrameAutoencoder.from_pretrained(tmp_path / "a")

@@ -115,13 +115,20 @@ class PretrainedMixin:
     # without them load, and those modules start fresh (a fine-tune that adds one)
     TRAINING_ONLY: ClassVar[tuple[str, ...]] = ()
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, training_only: bool = True) -> Path:
+        """Config + weights into `directory`. training_only=False leaves out the weights only
+        training uses (`TRAINING_ONLY`, e.g. an autoencoder's discriminator): what a world
+        ships; a run's checkpoint keeps them."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         data = {"model_type": self.model_type, **config_to_dict(self.config)}
         tmp_cfg = directory / (CONFIG_NAME + ".tmp")
         tmp_cfg.write_text(json.dumps(data, indent=2) + "\n")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {
+            k: v.detach().contiguous().cpu()
+            for k, v in self.state_dict().items()
+            if training_only or not k.startswith(self.TRAINING_ONLY)
+        }
         tmp_w = directory / (WEIGHTS_NAME + ".tmp")
         save_file(state, str(tmp_w), metadata={"model_type": self.model_type})
         tmp_w.replace(directory / WEIGHTS_NAME)
@@ -184,8 +191,9 @@ class PretrainedMixin:
                 f"{weights} does not match {directory / CONFIG_NAME} ({len(sizes)} tensors "
                 f"differ; {first}): {fix}"
             ) from None
-        if overrides:  # adding or dropping a training-only module (a discriminator) by --set
-            missing = [k for k in missing if not k.startswith(cls.TRAINING_ONLY)]
+        # a world's part is saved without its training-only weights: such a module starts fresh
+        missing = [k for k in missing if not k.startswith(cls.TRAINING_ONLY)]
+        if overrides:  # dropping a training-only module (a discriminator) by --set
             unexpected = [k for k in unexpected if not k.startswith(cls.TRAINING_ONLY)]
         if missing or unexpected:
             raise UserError(

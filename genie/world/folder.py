@@ -242,7 +242,7 @@ def export_part(world_dir: str | Path, part: str, model, info: dict[str, Any]) -
         encoder = getattr(model, "ENCODER_PREFIXES", None)
         if encoder:
             _rekey_trained_on(meta, world_dir / part, encoder)
-        part_dir = model.save_pretrained(world_dir / part)
+        part_dir = model.save_pretrained(world_dir / part, training_only=False)
         prints = meta.setdefault("fingerprints", {})
         prints[part] = fingerprint(part_dir)
         if encoder:
