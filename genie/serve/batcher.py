@@ -21,7 +21,6 @@ from other engines' play state (`_dyn`, `_dec`, `_shown`, generators).
 from __future__ import annotations
 
 import dataclasses
-import os
 import queue
 import threading
 import time
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from genie.models.blocks import KVCache
-from genie.world.engine import Played, WorldEngine
+from genie.world.engine import Played, WorldEngine, cores
 
 WINDOW_S = 0.005  # how long a batch waits for the other players who are playing right now
 ACTIVE_S = 0.5  # a player who stepped this recently is expected in the next batch
@@ -107,14 +106,6 @@ def lanes(rows: int) -> int:
     if torch.get_num_threads() != 1:
         return 1
     return max(1, min(cores(), rows // LANE_ROWS))
-
-
-def cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def step_together(

@@ -70,6 +70,14 @@ CARRY_REDRAWN = 0.05  # a patch whose decoded pixels moved by more than this (me
 # since the decoder last drew it is shown anew, even where its own token did not change
 
 
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity; all of them off Linux)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def carry_unchanged(
     new: torch.Tensor,
     prev: torch.Tensor,
@@ -175,7 +183,7 @@ class WorldEngine:
             return False  # the frame was committed inside the sampler
         if self.overlap is not None:
             return self.overlap
-        return torch.get_num_threads() == 1 and (os.cpu_count() or 1) >= 2
+        return torch.get_num_threads() == 1 and cores() >= 2
 
     @classmethod
     def load(cls, world_dir: str | Path, **kw) -> WorldEngine:
