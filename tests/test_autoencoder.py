@@ -181,6 +181,36 @@ def test_a_patchgan_fine_tune_of_a_trained_decoder(tmp_path):
         assert main([str(a) for a in [*args, "--set", item]]) == 2, item
 
 
+def test_a_lighter_decoder_starts_from_the_first_block_of_each_level(tmp_path):
+    """`--set decoder_layers=0` on a trained autoencoder: the decoder keeps one ResNet block per
+    level (the first, from the saved weights) and drops the rest, the encoder and every frame's
+    latents stay as they were, the lighter decoder draws frames of the same shape with fewer
+    weights and is saved and loaded as such; asking for more blocks than were saved fails in
+    one line."""
+    torch.manual_seed(0)
+    FrameAutoencoder(AutoencoderConfig(**TINY)).save_pretrained(tmp_path / "a")
+    full = FrameAutoencoder.from_pretrained(tmp_path / "a")
+    light = FrameAutoencoder.from_pretrained(tmp_path / "a", overrides={"decoder_layers": 0})
+    assert light.config.decoder_blocks == 1 and full.config.decoder_blocks == 2
+    count = lambda m: sum(p.numel() for p in m.vae.decoder.parameters())  # noqa: E731
+    assert count(light) < 0.85 * count(full)
+    kept = light.state_dict()
+    for k, v in full.state_dict().items():  # every weight the lighter model has is the saved one
+        if k in kept:
+            assert torch.equal(kept[k], v), k
+        else:
+            assert ".resnets.1." in k, k
+    frames = make_batch(2, 2, seed=6)["frames"]
+    z = full.encode_latents(frames)
+    assert torch.equal(light.encode_latents(frames), z)
+    assert light.decode_latents(z).shape == full.decode_latents(z).shape
+    light.save_pretrained(tmp_path / "light")
+    again = FrameAutoencoder.from_pretrained(tmp_path / "light")
+    assert torch.equal(again.decode_latents(z), light.decode_latents(z))
+    with pytest.raises(UserError, match="does not match"):
+        FrameAutoencoder.from_pretrained(tmp_path / "light", overrides={"decoder_layers": 1})
+
+
 def test_a_lam_reading_latents_trains_with_its_world_and_labels_the_dynamics(tmp_path):
     """`inputs: "latents"`: the LAM reads the world's frame autoencoder (LAPO's setting). It
     trains from the CLI, is saved without the autoencoder's weights, comes back attached to its

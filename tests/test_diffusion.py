@@ -145,6 +145,34 @@ def test_loss_is_weighted_to_order_one_and_context_noise_is_used():
     assert set(metrics) >= {"loss", "denoise_mse"}
 
 
+def test_motion_weights_put_the_loss_where_the_sprite_moves():
+    """`motion_weight`: in the sprite world only the cells the sprite leaves or enters change, and
+    they get (1 + w x N / changed) / mean times the weight of a still cell; the mean weight per
+    frame stays 1, and with weight 0 the loss is the unweighted one."""
+    model = DiffusionDynamics(tiny_config(motion_weight=3.0))
+    z, actions, cells = latent_world(2, 4, seed=5, actions=np.array([[1, 1, 1], [2, 2, 2]]))
+    w = model.motion_weights(z * model.config.latent_scale)  # (B, T-1, N)
+    assert w.shape == (2, 3, GRID * GRID)
+    torch.testing.assert_close(w.mean(-1), torch.ones(2, 3))
+    steps_moved = 0
+    for b in range(2):
+        for t in range(3):
+            moved = {int(cells[b, t]), int(cells[b, t + 1])}
+            if len(moved) == 2:  # the sprite moved: its two cells outweigh every still one
+                still = [i for i in range(GRID * GRID) if i not in moved]
+                assert w[b, t, list(moved)].min() > 5 * w[b, t, still].max()
+                steps_moved += 1
+    assert steps_moved >= 3
+    torch.manual_seed(0)
+    plain = DiffusionDynamics(tiny_config())
+    torch.manual_seed(0)
+    weighted = DiffusionDynamics(tiny_config(motion_weight=3.0))
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a = plain(z, actions, generator=g()).loss
+    b_ = weighted(z, actions, generator=g()).loss
+    assert torch.isfinite(b_) and not torch.isclose(a, b_)
+
+
 def sprite_cells(latents: torch.Tensor) -> torch.Tensor:
     """(B, N, E) -> (B,) the cell whose latent is most like the sprite's."""
     return (F.normalize(latents, dim=-1) @ SPRITE).argmax(-1)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
+from diffusers.models.autoencoders.vae import Decoder
 from einops import rearrange
 from torch import nn
 from torch.func import functional_call
@@ -42,6 +43,10 @@ class AutoencoderConfig:
     frame_size: int = 64  # H = W in pixels
     widths: tuple[int, ...] = (32, 64, 128)  # channels per resolution level; len-1 halvings
     layers_per_block: int = 1  # ResNet blocks per level (the decoder has one more)
+    # the decoder's ResNet blocks per level, less one as diffusers counts them; None: as
+    # layers_per_block. 0 draws a frame at two thirds of the cost; `--set decoder_layers=0` on
+    # a trained autoencoder keeps the first block of each level (see `pruned_prefixes`)
+    decoder_layers: int | None = None
     latent_channels: int = 16  # C
     token_patch: int = 2  # latent cells per token side, as the dynamics sees them
     norm_groups: int = 16  # GroupNorm groups (divides every width)
@@ -63,6 +68,14 @@ class AutoencoderConfig:
             raise ValueError("the latent grid is not a multiple of token_patch")
         if any(w % self.norm_groups for w in self.widths):
             raise ValueError(f"every width must be a multiple of norm_groups {self.norm_groups}")
+        if self.decoder_layers is not None and self.decoder_layers < 0:
+            raise ValueError(f"decoder_layers {self.decoder_layers} is negative")
+
+    @property
+    def decoder_blocks(self) -> int:
+        """ResNet blocks in each decoder level (diffusers builds layers + 1)."""
+        layers = self.layers_per_block if self.decoder_layers is None else self.decoder_layers
+        return layers + 1
 
     @property
     def downsample(self) -> int:
@@ -148,10 +161,35 @@ class FrameAutoencoder(nn.Module, PretrainedMixin):
             sample_size=c.frame_size,
             mid_block_add_attention=c.mid_attention,
         )
+        if c.decoder_blocks != c.layers_per_block + 1:  # a decoder lighter (or heavier) than
+            self.vae.decoder = Decoder(  # the encoder's mirror, built as AutoencoderKL builds it
+                in_channels=c.latent_channels,
+                out_channels=3,
+                up_block_types=("UpDecoderBlock2D",) * levels,
+                block_out_channels=tuple(c.widths),
+                layers_per_block=c.decoder_blocks - 1,
+                norm_num_groups=c.norm_groups,
+                act_fn="silu",
+                mid_block_add_attention=c.mid_attention,
+            )
         self.disc = PatchDiscriminator(c.disc_widths) if c.adv_weight > 0 else None
         self.register_buffer("latent_std", torch.ones(()))  # running std of the posterior mean
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # training steps seen
         self._encoder_frozen = False
+
+    @classmethod
+    def pruned_prefixes(
+        cls, saved: AutoencoderConfig, config: AutoencoderConfig
+    ) -> tuple[str, ...]:
+        """Saved weights `config` (saved + --set overrides) has no place for, and may drop: with
+        fewer decoder blocks per level, each level keeps its first blocks (the first changes
+        the width) and the rest go; the model is then fine-tuned to draw without them."""
+        levels = range(len(config.widths))
+        return tuple(
+            f"vae.decoder.up_blocks.{i}.resnets.{k}."
+            for i in levels
+            for k in range(config.decoder_blocks, saved.decoder_blocks)
+        )
 
     # ------------------------------------------------------------------ world interface
 

@@ -70,6 +70,11 @@ class DiffusionConfig:
     # at the last step's noise level, e.g. 0.28 of 2 steps) as context: one network pass a frame
     # fewer than committing the finished frame (`context_noise` is then not used)
     prev_frame_conv: bool = True  # each latent also sees the previous frame's 3x3 neighbourhood
+    # training: tokens weighted by how much they change from the previous frame, 1 + this x
+    # (change / the frame's mean change), renormalised to a mean of 1 per frame: a game whose
+    # moving sprites cover a few tokens (Boxing's boxers) spends the loss on them, not on the
+    # ring; 0 = every token alike
+    motion_weight: float = 0.0
 
     @property
     def tokens_per_frame(self) -> int:
@@ -266,9 +271,20 @@ class DiffusionDynamics(nn.Module, PretrainedMixin, EDMSampling):
         denoised = self.denoise(noisy, sigma, h[:, n:])  # (B, T-1, N, E)
         # EDM weighting lambda(s) = (s^2 + sd^2) / (s sd)^2 makes every level's loss O(1)
         weight = (sigma**2 + c.sigma_data**2) / (sigma * c.sigma_data) ** 2
-        err = (denoised - z[:, 1:]).pow(2).mean(dim=(-1, -2))  # (B, T-1)
-        loss = (weight * err).mean()
+        err = (denoised - z[:, 1:]).pow(2).mean(dim=-1)  # (B, T-1, N)
+        if c.motion_weight > 0:
+            err = err * self.motion_weights(z)
+        loss = (weight * err.mean(dim=-1)).mean()
         return DiffusionOutput(denoised=denoised, sigma=sigma, loss=loss)
+
+    def motion_weights(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-token loss weights (B, T-1, N) of frames 1..T-1 of z (B, T, N, E), mean 1 per
+        frame: 1 + motion_weight x each token's change from the previous frame over the
+        frame's mean change (`DiffusionConfig.motion_weight`)."""
+        change = (z[:, 1:] - z[:, :-1]).pow(2).mean(dim=-1)  # (B, T-1, N)
+        mean = change.mean(dim=-1, keepdim=True).clamp(min=1e-8)
+        w = 1 + self.config.motion_weight * change / mean
+        return w / w.mean(dim=-1, keepdim=True)
 
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """batch: {"latents": (B, T, N, E), "actions": (B, T-1)}."""

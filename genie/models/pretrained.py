@@ -115,6 +115,12 @@ class PretrainedMixin:
     # without them load, and those modules start fresh (a fine-tune that adds one)
     TRAINING_ONLY: ClassVar[tuple[str, ...]] = ()
 
+    @classmethod
+    def pruned_prefixes(cls, saved: Any, config: Any) -> tuple[str, ...]:
+        """Weight-name prefixes of saved weights that `config` (the saved config with --set
+        overrides) leaves out on purpose, e.g. decoder blocks pruned; none by default."""
+        return ()
+
     def save_pretrained(self, directory: str | Path, training_only: bool = True) -> Path:
         """Config + weights into `directory`. training_only=False leaves out the weights only
         training uses (`TRAINING_ONLY`, e.g. an autoencoder's discriminator): what a world
@@ -161,7 +167,8 @@ class PretrainedMixin:
         """overrides: config fields replaced before the model is built (loss weights, an added
         discriminator); one that changes a saved tensor's shape fails in one line."""
         directory = Path(directory)
-        config = override_config(cls.load_config(directory), overrides or {})
+        saved = cls.load_config(directory)
+        config = override_config(saved, overrides or {})
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
             raise UserError(f"{weights} not found")
@@ -193,8 +200,9 @@ class PretrainedMixin:
             ) from None
         # a world's part is saved without its training-only weights: such a module starts fresh
         missing = [k for k in missing if not k.startswith(cls.TRAINING_ONLY)]
-        if overrides:  # dropping a training-only module (a discriminator) by --set
-            unexpected = [k for k in unexpected if not k.startswith(cls.TRAINING_ONLY)]
+        if overrides:  # dropping a training-only module (a discriminator) or pruned blocks by --set
+            dropped = cls.TRAINING_ONLY + cls.pruned_prefixes(saved, config)
+            unexpected = [k for k in unexpected if not k.startswith(dropped)]
         if missing or unexpected:
             raise UserError(
                 f"{weights} does not match its config.json "
