@@ -148,7 +148,7 @@ def test_loss_is_weighted_to_order_one_and_context_noise_is_used():
 def test_motion_weights_put_the_loss_where_the_sprite_moves():
     """`motion_weight`: in the sprite world only the cells the sprite leaves or enters change, and
     they get (1 + w x N / changed) / mean times the weight of a still cell; the mean weight per
-    frame stays 1, and with weight 0 the loss is the unweighted one."""
+    frame stays 1, and the weighted loss differs from the plain one on the same draws."""
     model = DiffusionDynamics(tiny_config(motion_weight=3.0))
     z, actions, cells = latent_world(2, 4, seed=5, actions=np.array([[1, 1, 1], [2, 2, 2]]))
     w = model.motion_weights(z * model.config.latent_scale)  # (B, T-1, N)

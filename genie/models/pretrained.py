@@ -203,6 +203,11 @@ class PretrainedMixin:
         if overrides:  # dropping a training-only module (a discriminator) or pruned blocks by --set
             dropped = cls.TRAINING_ONLY + cls.pruned_prefixes(saved, config)
             unexpected = [k for k in unexpected if not k.startswith(dropped)]
+        if missing and overrides:  # e.g. more decoder blocks than were saved
+            raise UserError(
+                f"--set {', '.join(overrides)} asks for weights {weights} does not have "
+                f"({list(missing)[:3]}): only fields that keep or drop saved weights can change"
+            )
         if missing or unexpected:
             raise UserError(
                 f"{weights} does not match its config.json "
