@@ -118,6 +118,28 @@ def test_window_metrics_count_how_far_not_only_which_way():
     assert score(game, game, [1])["1"]["window_agreement"] is None  # no whole window yet
 
 
+def test_a_window_where_the_game_restarts_its_level_is_left_out():
+    """The game scrolls right 2 px a frame, restarts its level at frame 9 (the camera jumps
+    back to the start) and scrolls on; a world that scrolls the same way throughout agrees with
+    every window but the one holding the restart, and moves as far (within the tracker's
+    sub-pixel error). Scored without the
+    restart flags, the jump back reads as motion the wrong way."""
+    from genie.eval.playtest import score
+
+    ramp = np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (64, 1, 3))
+    world = np.stack([np.roll(ramp, 2 * t, axis=1) for t in range(17)])[None]
+    game = np.stack([np.roll(ramp, 2 * (t if t < 9 else t - 9), axis=1) for t in range(17)])[None]
+    restarts = np.zeros((1, 17), bool)
+    restarts[0, 9] = True
+    fair = score(game, world, [16], restarts=restarts)["all"]
+    assert fair["window_restarts"] == 1  # frames 9..12: the window (8, 12]
+    assert fair["window_agreement"] == 1.0
+    assert fair["scroll_distance_ratio"] == pytest.approx(1.0, abs=0.1)
+    assert fair["motion_agreement"] == 1.0  # frames 1..8: before the restart
+    blind = score(game, world, [16])["all"]
+    assert blind["window_restarts"] == 0 and blind["window_agreement"] < 1.0
+
+
 def test_a_blurred_world_scores_sharpness_below_one():
     m = play(world_from_game(blur=True), ["hold-right", "stand-still"])
     for h in ("1", "16", "all"):

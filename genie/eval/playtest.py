@@ -190,11 +190,13 @@ def _motion(game: torch.Tensor, world: torch.Tensor) -> dict[str, float | int | 
         "motion_agreement_x": agree(moving & torch.tensor([False, True])),
         "motion_agreement_y": agree(moving & torch.tensor([True, False])),
         "motion_moving": int(moving.sum()),
-        "motion_error_px": (world - game).abs().mean().item(),
+        "motion_error_px": (world - game).abs().mean().item() if len(game) else None,
     }
 
 
-def _window_motion(sg: torch.Tensor, sw: torch.Tensor, end: int) -> dict[str, float | int | None]:
+def _window_motion(
+    sg: torch.Tensor, sw: torch.Tensor, end: int, restarts: torch.Tensor | None = None
+) -> dict[str, float | int | None]:
     """How far and which way the world moves compared with the game, per WINDOW-frame window
     ending at frame <= `end`. sg, sw: (L, K+1, 2) positions (dy, dx) against frame 0.
 
@@ -203,15 +205,27 @@ def _window_motion(sg: torch.Tensor, sw: torch.Tensor, end: int) -> dict[str, fl
     start alone hides a world that moves a little and stops). scroll_distance_ratio: per level,
     the world's motion along the game's direction over the game's distance, summed over the
     moving windows (1.0 = exactly as far; 0.35 = a third as far; < 0 = the wrong way); the
-    median over levels where the game moved >= MIN_DISTANCE_PX."""
-    none = {"window_agreement": None, "window_moving": 0, "scroll_distance_ratio": None}
+    median over levels where the game moved >= MIN_DISTANCE_PX. A window in which the game
+    restarted its level (`restarts` (L, K+1) bool: a death or a win puts the camera back at
+    the level's start) has no motion to compare and is left out (window_restarts counts them)."""
+    none = {
+        "window_agreement": None,
+        "window_moving": 0,
+        "scroll_distance_ratio": None,
+        "window_restarts": 0,
+    }
     last = min(end, sg.shape[1] - 1)
     if last < WINDOW:
         return none
     idx = torch.arange(WINDOW, last + 1, WINDOW)
     dg = sg[:, idx] - sg[:, idx - WINDOW]  # (L, W, 2)
     dw = sw[:, idx] - sw[:, idx - WINDOW]
-    moving = dg.abs() >= MOVE_PX
+    cut = torch.zeros(dg.shape[:2], dtype=torch.bool)  # (L, W) windows holding a restart
+    if restarts is not None:
+        for k in range(WINDOW):  # frames idx - WINDOW + 1 .. idx
+            cut |= restarts[:, idx - k]
+    moving = (dg.abs() >= MOVE_PX) & ~cut[..., None]
+    none["window_restarts"] = int(cut.sum())
     if not moving.any():
         return none
     agree = (torch.sign(dw) == torch.sign(dg))[moving].float().mean().item()
@@ -223,16 +237,23 @@ def _window_motion(sg: torch.Tensor, sw: torch.Tensor, end: int) -> dict[str, fl
         "window_agreement": agree,
         "window_moving": int(moving.sum()),
         "scroll_distance_ratio": ratio,
+        "window_restarts": int(cut.sum()),
     }
 
 
 def score(
-    game: np.ndarray, world: np.ndarray, horizons: list[int], track: tuple | None = None
+    game: np.ndarray,
+    world: np.ndarray,
+    horizons: list[int],
+    track: tuple | None = None,
+    restarts: np.ndarray | None = None,
 ) -> dict:
     """Metrics of world vs game frames, uint8 (L, K+1, H, W, 3) both, frame 0 the shared start:
     per horizon (means over the L levels) and over all frames 1..K ("all"). Motion is the
     camera's scroll, or with `track` (an RGB colour 0-255) the position of the sprite of that
-    colour (games whose camera stands still)."""
+    colour (games whose camera stands still). `restarts` (L, K+1) bool marks the frames where
+    the game restarted its level: the game's motion is not compared across them (the
+    direction from the start stops there; a window holding one is left out)."""
     g = torch.from_numpy(np.ascontiguousarray(game)).float() / 255
     w = torch.from_numpy(np.ascontiguousarray(world)).float() / 255
     start = g[:, :1].expand_as(g).contiguous()
@@ -244,18 +265,24 @@ def score(
         "colour_drift_pct": colour_drift(w, g),
     }
     grad_w, grad_g = gradient_magnitude(w), gradient_magnitude(g)
+    cuts = None if restarts is None else torch.as_tensor(np.asarray(restarts), dtype=torch.bool)
+    if cuts is not None:
+        cuts[:, 0] = False  # frame 0 is the shared start
     if track is None:
-        sg, sw = track_scroll(g, REANCHOR_PX), track_scroll(w, REANCHOR_PX)  # (L, K+1, 2)
+        sg, sw = track_scroll(g, REANCHOR_PX, cuts), track_scroll(w, REANCHOR_PX)  # (L, K+1, 2)
     else:
         rgb = tuple(c / 255 for c in track)
         sg, sw = track_colour(g, rgb), track_colour(w, rgb)
+    # the direction from the start is the game's until its first restart
+    before = torch.ones(g.shape[:2], dtype=torch.bool) if cuts is None else ~cuts.cummax(1).values
     out: dict = {}
     for h in [*horizons, "all"]:
         t = slice(1, None) if h == "all" else slice(h, h + 1)
         row = {k: v[:, t].mean().item() for k, v in per.items()}
         row["sharpness"] = (grad_w[:, t].mean() / grad_g[:, t].mean().clamp_min(1e-8)).item()
-        row.update(_motion(sg[:, t].reshape(-1, 2), sw[:, t].reshape(-1, 2)))
-        row.update(_window_motion(sg, sw, g.shape[1] - 1 if h == "all" else h))
+        keep = before[:, t].reshape(-1)
+        row.update(_motion(sg[:, t].reshape(-1, 2)[keep], sw[:, t].reshape(-1, 2)[keep]))
+        row.update(_window_motion(sg, sw, g.shape[1] - 1 if h == "all" else h, cuts))
         out[str(h)] = row
     return out
 
@@ -268,7 +295,7 @@ def mean_over_scripts(results: dict[str, dict]) -> dict:
         out[h] = {}
         for k in row:
             vals = [r[h][k] for r in results.values() if r[h][k] is not None]
-            if k in ("motion_moving", "window_moving"):
+            if k in ("motion_moving", "window_moving", "window_restarts"):
                 out[h][k] = int(sum(vals))
             else:
                 out[h][k] = float(np.mean(vals)) if vals else None
@@ -326,7 +353,7 @@ def run_playtest(
         imagined = world(real[:, 0], np.asarray(controls.world)[distinct])
         t2 = time.perf_counter()
         dream = np.concatenate([real[:, :1], imagined], 1)  # (L, K+1, H, W, 3)
-        results[name] = score(real, dream, horizons, track)
+        results[name] = score(real, dream, horizons, track, restarts)
         results[name]["restarts"] = int(restarts[:, 1:].any(1).sum())
         frames[name] = {"game": real, "world": dream, "actions": distinct}
         if log:

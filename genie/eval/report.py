@@ -166,6 +166,7 @@ ROWS = [  # (metrics key, row name, format)
     ("motion_error_px", "motion error (px, mean abs.)", ".1f"),
     ("window_agreement", f"direction agreement per {WINDOW}-frame window, up to t", ".0%"),
     ("scroll_distance_ratio", "distance moved, world / game, up to t (1 = exact; median)", ".2f"),
+    ("window_restarts", "... windows left out: the game restarted its level in them", "d"),
 ]
 
 
@@ -178,7 +179,7 @@ def table(by_h: dict, horizons: list[int]) -> list[str]:
         "|---" * (len(cols) + 1) + "|",
     ]
     for key, name, spec in ROWS:
-        lines.append(f"| {name} | " + " | ".join(_fmt(by_h[c][key], spec) for c in cols) + " |")
+        lines.append(f"| {name} | " + " | ".join(_fmt(by_h[c].get(key), spec) for c in cols) + " |")
     return lines
 
 
@@ -212,7 +213,10 @@ def write_playtest_report(
         f"once the content moved {REANCHOR_PX} px; direction "
         f"agreement counts axes and frames where the game moved >= {MOVE_PX} px. "
         f"Motion here: {metrics.get('motion', 'scroll')} (a sprite's motion is its centroid's "
-        "offset from the start frame). 'all frames' pools t = 1..horizon.",
+        "offset from the start frame). 'all frames' pools t = 1..horizon. Where the game "
+        "restarts its level (a death or a win puts the camera back at the start), its motion "
+        "is not compared across the restart: the direction from the start stops there, and a "
+        "window holding the restart is left out.",
         "",
         "## Controls",
         "",

@@ -95,17 +95,24 @@ def phase_shift(a: torch.Tensor, b: torch.Tensor, whiten: float = 0.0) -> torch.
     return torch.stack([dy, dx], -1).float()
 
 
-def track_scroll(frames: torch.Tensor, reanchor_px: int = 8) -> torch.Tensor:
+def track_scroll(
+    frames: torch.Tensor, reanchor_px: int = 8, cuts: torch.Tensor | None = None
+) -> torch.Tensor:
     """Scroll (dy, dx) of every frame against the first: (B, T, H, W, 3) -> (B, T, 2) px.
     Content moves further than a 64-px frame within a few seconds of play, so each frame is
     compared with an anchor frame (by `phase_shift`), and the anchor moves to the newest frame
-    once the content moved `reanchor_px` from it, adding up the way."""
+    once the content moved `reanchor_px` from it, adding up the way. `cuts` (B, T) bool: frames
+    that do not follow from the one before (a game restarting its level); tracking starts again
+    there, the cut itself counted as no motion."""
     anchor, offset = frames[:, 0], torch.zeros(frames.shape[0], 2)
     out = [offset]
     for t in range(1, frames.shape[1]):
         s = phase_shift(anchor, frames[:, t])  # (B, 2)
         total = offset + s
         move = s.abs().amax(-1) >= reanchor_px  # (B,)
+        if cuts is not None:  # a cut: where the frame before was, from a new anchor
+            total = torch.where(cuts[:, t, None], out[-1], total)
+            move = move | cuts[:, t]
         anchor = torch.where(move[:, None, None, None], frames[:, t], anchor)
         offset = torch.where(move[:, None], total, offset)
         out.append(total)
