@@ -368,3 +368,39 @@ def test_action_ceiling_replays_the_recording_and_groups_actions_by_their_frames
     wrong[t] = record.COINRUN_DISTINCT_BUTTON[int(np.flatnonzero(~same[t])[0])]
     with pytest.raises(SystemExit, match="left the recording"):
         ceiling.replay_groups(level, wrong, 0, 1, played["frames"])
+
+
+def test_action_scroll_reads_which_way_each_action_moves_the_camera(tmp_path):
+    """scripts/action_scroll.py: on a recording whose camera moves 2 px right under "right",
+    2 px left under "left" and stands under "noop", it reads each step's camera motion with
+    the right sign and labels it with the distinct action taken."""
+    spec = importlib.util.spec_from_file_location("action_scroll", "scripts/action_scroll.py")
+    scroll = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scroll)
+    rng = np.random.default_rng(0)
+    strip = rng.integers(0, 255, (32, 400, 3)).astype(np.uint8)
+    labels = ["noop", "left", "right"]
+    space = {"n": 3, "labels": labels, "distinct": {"labels": labels, "of": [0, 1, 2]}}
+    eps = []
+    for i in range(4):
+        acts, cam, frames = rng.integers(0, 3, 40).astype(np.int16), 180, []
+        for a in acts:
+            frames.append(strip[:, cam : cam + 32])
+            cam += {0: 0, 1: -2, 2: 2}[int(a)]
+        frames.append(strip[:, cam : cam + 32])
+        eps.append(
+            fmt.EpisodeData(
+                name=f"ep-{i}",
+                split="test",
+                frames=np.stack(frames),
+                actions=np.append(acts, -1).astype(np.int16),
+                seed=i,
+            )  # fmt: skip
+        )
+    kw = dict(frame_size=(32, 32), source={"kind": "synthetic"}, fps=15.0, action_space=space)
+    with fmt.DatasetWriter(tmp_path, **kw) as w:
+        w.write_shard(eps)
+    cam, act = scroll.camera_steps(str(tmp_path), "test", 100)
+    assert len(act) == 100 and set(act) == {0, 1, 2}
+    expected = np.array([0.0, -2.0, 2.0])[act]
+    assert np.abs(cam[:, 1].numpy() - expected).max() < 0.5 and cam[:, 0].abs().max() < 0.5
