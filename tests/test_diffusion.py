@@ -173,6 +173,40 @@ def test_motion_weights_put_the_loss_where_the_sprite_moves():
     assert torch.isfinite(b_) and not torch.isclose(a, b_)
 
 
+def test_self_context_shows_the_model_its_own_predictions_as_context():
+    """`self_context`: the chosen clips keep the game's frame 0 (the prompt at play) and see the
+    model's own denoised predictions of frames 1..T-2 in its place, with no gradient through
+    them; clips not chosen keep the game's frames; evaluation never does it."""
+    torch.manual_seed(0)
+    model = DiffusionDynamics(tiny_config(self_context=1.0, context_noise_max=0.0)).train()
+    z, actions, _ = latent_world(2, 5, seed=3)
+    z = z * model.config.latent_scale
+    null = torch.full((2, 1), model.null_action, dtype=torch.long)
+    frame_actions = torch.cat([null, actions.long()], 1)
+    g = torch.Generator().manual_seed(0)
+    zeros = torch.zeros(2, 4)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g)
+
+    own = model._own_context(z, z[:, :-1], zeros, frame_actions, randn, g)
+    assert own.shape == z[:, :-1].shape and not own.requires_grad
+    torch.testing.assert_close(own[:, 0], z[:, 0])  # the prompt stays the game's
+    assert (own[:, 1:] - z[:, 1:-1]).abs().mean() > 1e-3  # the rest is the model's
+    model.config.self_context = 0.0
+    kept = model._own_context(z, z[:, :-1], zeros, frame_actions, randn, g)
+    torch.testing.assert_close(kept, z[:, :-1])  # no clip chosen: the game's frames
+    model.config.self_context = 1.0
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    model.eval()
+    plain = DiffusionDynamics(tiny_config(context_noise_max=0.0)).eval()
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(  # in evaluation the loss is the plain one on the same draws
+        model(z / model.config.latent_scale, actions, generator=g1).loss,
+        plain(z / model.config.latent_scale, actions, generator=g2).loss,
+    )
+
+
 def sprite_cells(latents: torch.Tensor) -> torch.Tensor:
     """(B, N, E) -> (B,) the cell whose latent is most like the sprite's."""
     return (F.normalize(latents, dim=-1) @ SPRITE).argmax(-1)

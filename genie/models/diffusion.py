@@ -27,6 +27,7 @@ before quantisation) the same scroll is a small, smooth change a denoiser predic
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +76,13 @@ class DiffusionConfig:
     # moving sprites cover a few tokens (Boxing's boxers) spends the loss on them, not on the
     # ring; 0 = every token alike
     motion_weight: float = 0.0
+    # training: the share of clips whose context frames after the first are the model's own
+    # one-pass predictions of them (no gradient; from the true frames before, at a noise level
+    # log-uniform in self_context_sigma): at play the world's context is its own frames, softer
+    # than the game's, and a model that only saw the game's learns to continue what it is
+    # given, blur included; 0 = always the game's frames
+    self_context: float = 0.0
+    self_context_sigma: tuple[float, float] = (0.2, 1.0)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -254,10 +262,24 @@ class DiffusionDynamics(nn.Module, PretrainedMixin, EDMSampling):
         s_ctx = torch.rand(b, 1, device=dev, generator=generator) * c.context_noise_max
         s_ctx = s_ctx.expand(b, n)
         ctx = z[:, :-1] + s_ctx[..., None, None] * randn(b, n, *z.shape[2:])
+        if c.self_context > 0 and self.training and n > 1:
+            ctx = self._own_context(z, ctx, s_ctx, frame_actions, randn, generator)
         # targets: frames 1..T-1, each at its own log-normal noise level (diffusion forcing)
         sigma = (randn(b, n) * c.p_std + c.p_mean).exp()
         noisy = z[:, 1:] + sigma[..., None, None] * randn(b, n, *z.shape[2:])
+        denoised = self._two_stream(ctx, s_ctx, noisy, sigma, frame_actions)  # (B, T-1, N, E)
+        # EDM weighting lambda(s) = (s^2 + sd^2) / (s sd)^2 makes every level's loss O(1)
+        weight = (sigma**2 + c.sigma_data**2) / (sigma * c.sigma_data) ** 2
+        err = (denoised - z[:, 1:]).pow(2).mean(dim=-1)  # (B, T-1, N)
+        if c.motion_weight > 0:
+            err = err * self.motion_weights(z)
+        loss = (weight * err.mean(dim=-1)).mean()
+        return DiffusionOutput(denoised=denoised, sigma=sigma, loss=loss)
 
+    def _two_stream(self, ctx, s_ctx, noisy, sigma, frame_actions) -> torch.Tensor:
+        """One pass over the context stream ctx (B, n, N, E) at s_ctx (B, n) and the target
+        stream noisy (B, n, N, E) at sigma (B, n) -> the denoised targets (B, n, N, E)."""
+        n, dev = ctx.shape[1], ctx.device
         prev_ctx = torch.cat([ctx[:, :1], ctx[:, :-1]], dim=1)  # frame 0's previous is itself
         x = torch.cat(
             [
@@ -268,14 +290,23 @@ class DiffusionDynamics(nn.Module, PretrainedMixin, EDMSampling):
         )
         positions = torch.cat([torch.arange(n), torch.arange(1, n + 1)]).to(dev)
         h = self.transformer(x, positions=positions, mask=two_stream_mask(n, dev))
-        denoised = self.denoise(noisy, sigma, h[:, n:])  # (B, T-1, N, E)
-        # EDM weighting lambda(s) = (s^2 + sd^2) / (s sd)^2 makes every level's loss O(1)
-        weight = (sigma**2 + c.sigma_data**2) / (sigma * c.sigma_data) ** 2
-        err = (denoised - z[:, 1:]).pow(2).mean(dim=-1)  # (B, T-1, N)
-        if c.motion_weight > 0:
-            err = err * self.motion_weights(z)
-        loss = (weight * err.mean(dim=-1)).mean()
-        return DiffusionOutput(denoised=denoised, sigma=sigma, loss=loss)
+        return self.denoise(noisy, sigma, h[:, n:])
+
+    def _own_context(self, z, ctx, s_ctx, frame_actions, randn, generator) -> torch.Tensor:
+        """The context of `self_context` of the clips replaced by the model's own predictions
+        of frames 1..T-2 (frame 0 stays the game's, as a prompt at play), renoised at s_ctx."""
+        c, (b, n) = self.config, ctx.shape[:2]
+        lo, hi = (math.log(v) for v in c.self_context_sigma)
+        rand = torch.rand(b, 1, device=z.device, generator=generator)
+        s_gen = (lo + (hi - lo) * rand).exp().expand(b, n)
+        with torch.no_grad():
+            noisy = z[:, 1:] + s_gen[..., None, None] * randn(b, n, *z.shape[2:])
+            own = self._two_stream(ctx, s_ctx, noisy, s_gen, frame_actions).to(z.dtype)
+        use = torch.rand(b, device=z.device, generator=generator) < c.self_context
+        src = torch.cat(
+            [z[:, :1], torch.where(use[:, None, None, None], own[:, :-1], z[:, 1:-1])], 1
+        )
+        return src + s_ctx[..., None, None] * randn(b, n, *z.shape[2:])
 
     def motion_weights(self, z: torch.Tensor) -> torch.Tensor:
         """Per-token loss weights (B, T-1, N) of frames 1..T-1 of z (B, T, N, E), mean 1 per
