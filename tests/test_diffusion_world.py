@@ -63,6 +63,25 @@ def test_the_world_is_a_diffusion_world(trained):
     assert engine.representation == "latents" and engine.steps == 2 and not engine.carry_unchanged
 
 
+def test_a_fine_tuned_dynamics_keeps_the_worlds_sampler(trained, tmp_path):
+    """The sampler a world was given (world.json "sampling": churn, context noise) survives
+    training its dynamics again; only keys the dynamics does not know are dropped."""
+    import shutil
+
+    world, data = trained
+    copy = tmp_path / "world"
+    shutil.copytree(world, copy)
+    meta = json.loads((copy / "world.json").read_text())
+    meta["sampling"].update({"churn": 1.0, "context_noise": 0.2, "stale": 3})
+    (copy / "world.json").write_text(json.dumps(meta))
+    argv = ["train", "dynamics", "--backend", "diffusion", "--preset", "tiny", "--data", data]
+    argv += ["--world", copy, "--run-dir", tmp_path / "run", "--steps", 2, "--eval-batches", 1]
+    assert genie(*argv, "--init-from", copy / "dynamics") == 0
+    sampling = json.loads((copy / "world.json").read_text())["sampling"]
+    assert sampling["churn"] == 1.0 and sampling["context_noise"] == 0.2
+    assert "stale" not in sampling and sampling["diffusion_steps"] == 2
+
+
 def test_it_plays_through_the_engine(trained):
     world, _ = trained
     engine = WorldEngine.load(world, seed=1)

@@ -273,9 +273,13 @@ def _record_dynamics(meta: dict, model, info: dict[str, Any]) -> None:
     it was trained on (its fingerprints)."""
     cfg = model.config
     meta["context_frames"] = cfg.max_frames - 1
+    same_backend = meta.get("backend") == model.model_type
     meta["backend"] = model.model_type
     old = meta.get("sampling", {})
     meta["sampling"] = model.sampling_defaults()
+    if same_backend:  # the world's sampler (chosen by a user or a sampler table) outlives a
+        # retrained or fine-tuned dynamics; a new backend starts from its own defaults
+        meta["sampling"].update({k: v for k, v in old.items() if k in meta["sampling"]})
     if model.representation == "ids":  # skip-block decoding is the world's (a user's) choice
         meta["sampling"].update({k: old.get(k, v) for k, v in CARRY_DEFAULTS.items()})
     source = info.get("action_source", "lam")
