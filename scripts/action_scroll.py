@@ -23,9 +23,11 @@ from genie.data.dataset import ClipDataset
 from genie.utils.metrics import phase_shift
 
 
-def camera_steps(data: str, split: str, n: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+def camera_steps(
+    data: str, split: str, n: int, seed: int = 0
+) -> tuple[torch.Tensor, np.ndarray, list[str]]:
     """n random transitions of the split -> camera motion (n, 2) (dy, dx) px in image axes
-    (+y down, +x right), and the distinct action taken (n,)."""
+    (+y down, +x right), the distinct action taken (n,) and the distinct actions' labels."""
     ds = ClipDataset(data, split=split, clip_len=2, stride=1)
     distinct = ds.distinct_actions
     if distinct is None:
@@ -39,9 +41,10 @@ def camera_steps(data: str, split: str, n: int, seed: int = 0) -> tuple[torch.Te
         acts.append(int(item["actions"][0]))
     x0 = torch.stack(a).float() / 255
     x1 = torch.stack(b).float() / 255
-    content = torch.cat([phase_shift(x0[i : i + 512], x1[i : i + 512]) for i in range(0, n, 512)])
+    chunks = range(0, len(idx), 512)
+    content = torch.cat([phase_shift(x0[i : i + 512], x1[i : i + 512]) for i in chunks])
     # the content moving left on screen = the camera moving right
-    return -content, np.asarray(distinct["of"])[acts]
+    return -content, np.asarray(distinct["of"])[acts], list(distinct["labels"])
 
 
 def main() -> None:
@@ -51,8 +54,7 @@ def main() -> None:
     p.add_argument("--transitions", type=int, default=6000)
     p.add_argument("--still", type=float, default=0.5, help="px under which the camera 'stood'")
     args = p.parse_args()
-    cam, act = camera_steps(args.data, args.split, args.transitions)
-    labels = ClipDataset(args.data, split=args.split, clip_len=2).distinct_actions["labels"]
+    cam, act, labels = camera_steps(args.data, args.split, args.transitions)
     dx, dy = cam[:, 1].numpy(), cam[:, 0].numpy()
     print(f"{len(act):,} transitions of {args.data} ({args.split}); camera step per action:")
     print("action       steps   left  still  right   mean dx   mean dy")

@@ -400,7 +400,8 @@ def test_action_scroll_reads_which_way_each_action_moves_the_camera(tmp_path):
     kw = dict(frame_size=(32, 32), source={"kind": "synthetic"}, fps=15.0, action_space=space)
     with fmt.DatasetWriter(tmp_path, **kw) as w:
         w.write_shard(eps)
-    cam, act = scroll.camera_steps(str(tmp_path), "test", 100)
+    cam, act, names = scroll.camera_steps(str(tmp_path), "test", 100)
+    assert names == labels
     assert len(act) == 100 and set(act) == {0, 1, 2}
     expected = np.array([0.0, -2.0, 2.0])[act]
     assert np.abs(cam[:, 1].numpy() - expected).max() < 0.5 and cam[:, 0].abs().max() < 0.5

@@ -130,8 +130,9 @@ def test_a_window_where_the_game_restarts_its_level_is_left_out():
     world = np.stack([np.roll(ramp, 2 * t, axis=1) for t in range(17)])[None]
     game = np.stack([np.roll(ramp, 2 * (t if t < 9 else t - 9), axis=1) for t in range(17)])[None]
     restarts = np.zeros((1, 17), bool)
-    restarts[0, 9] = True
+    restarts[0, [0, 9]] = True  # frame 0 is flagged too, as the game's replay flags it
     fair = score(game, world, [16], restarts=restarts)["all"]
+    assert restarts.sum() == 2 and restarts[0, 0]  # the caller's flags are left as they were
     assert fair["window_restarts"] == 1  # frames 9..12: the window (8, 12]
     assert fair["window_agreement"] == 1.0
     assert fair["scroll_distance_ratio"] == pytest.approx(1.0, abs=0.1)

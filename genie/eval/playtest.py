@@ -208,15 +208,10 @@ def _window_motion(
     median over levels where the game moved >= MIN_DISTANCE_PX. A window in which the game
     restarted its level (`restarts` (L, K+1) bool: a death or a win puts the camera back at
     the level's start) has no motion to compare and is left out (window_restarts counts them)."""
-    none = {
-        "window_agreement": None,
-        "window_moving": 0,
-        "scroll_distance_ratio": None,
-        "window_restarts": 0,
-    }
+    none = {"window_agreement": None, "window_moving": 0, "scroll_distance_ratio": None}
     last = min(end, sg.shape[1] - 1)
     if last < WINDOW:
-        return none
+        return {**none, "window_restarts": 0}
     idx = torch.arange(WINDOW, last + 1, WINDOW)
     dg = sg[:, idx] - sg[:, idx - WINDOW]  # (L, W, 2)
     dw = sw[:, idx] - sw[:, idx - WINDOW]
@@ -237,7 +232,7 @@ def _window_motion(
         "window_agreement": agree,
         "window_moving": int(moving.sum()),
         "scroll_distance_ratio": ratio,
-        "window_restarts": int(cut.sum()),
+        "window_restarts": none["window_restarts"],
     }
 
 
@@ -265,8 +260,9 @@ def score(
         "colour_drift_pct": colour_drift(w, g),
     }
     grad_w, grad_g = gradient_magnitude(w), gradient_magnitude(g)
-    cuts = None if restarts is None else torch.as_tensor(np.asarray(restarts), dtype=torch.bool)
-    if cuts is not None:
+    cuts = None
+    if restarts is not None:  # a copy: the caller's array stays as it was
+        cuts = torch.tensor(np.asarray(restarts), dtype=torch.bool)
         cuts[:, 0] = False  # frame 0 is the shared start
     if track is None:
         sg, sw = track_scroll(g, REANCHOR_PX, cuts), track_scroll(w, REANCHOR_PX)  # (L, K+1, 2)
